@@ -1,0 +1,389 @@
+#!/usr/bin/env bash
+# compare.sh - Starling and Mosquitto side by side, same machine, same run.
+#
+# For each scenario and each round it starts a fresh Starling on a free
+# loopback port, runs starling-bench against it, stops it, then does the
+# same with Mosquitto (configured with the same inflight and queue limits),
+# alternating which broker goes first from round to round. The results go
+# to bench/RESULTS.md (through bench/report.py); the raw JSON lines stay in
+# bench/results-<date>/.
+#
+# Environment:
+#   QUICK=1          about a minute: 1 round, 1 s runs, small counts
+#   ROUNDS=N         rounds per scenario (3; QUICK: 1)
+#   DURATION=S       publishing time of the throughput scenarios (5; QUICK: 1)
+#   IDLE_CONNS=N     idle connections held (10000; QUICK: 2000); bounded by
+#                    the descriptor limit (ulimit -n)
+#   STORM_CONNS=N    connstorm connections (20000; QUICK: 3000)
+#   SCENARIOS="..."  subset, from: pairs-q0 fanin-q0 fanout-q0 pairs-q1
+#                    pairs-q1-lat wildcard-q1 connstorm idle persist crossnode
+#   BENCH_THREADS=N  starling-bench threads (1 on a machine of 2 cores or
+#                    less, so the broker keeps a core of its own; else 2)
+#   TIME_BUDGET=S    scenarios not started after S seconds are skipped
+#                    (840; QUICK: 120)
+#   STARLING, MOSQUITTO, BENCH, BUILD_DIR, OUT: paths to override
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+    ROUNDS=${ROUNDS:-1}; DURATION=${DURATION:-1}
+    IDLE_CONNS=${IDLE_CONNS:-2000}; STORM_CONNS=${STORM_CONNS:-3000}
+    PERSIST_SUBS=${PERSIST_SUBS:-500}; TIME_BUDGET=${TIME_BUDGET:-120}
+else
+    ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-5}
+    IDLE_CONNS=${IDLE_CONNS:-10000}; STORM_CONNS=${STORM_CONNS:-20000}
+    PERSIST_SUBS=${PERSIST_SUBS:-1000}; TIME_BUDGET=${TIME_BUDGET:-840}
+fi
+SCENARIOS=${SCENARIOS:-"pairs-q0 fanin-q0 fanout-q0 pairs-q1 pairs-q1-lat wildcard-q1 connstorm idle persist crossnode"}
+if [ "$(nproc)" -le 2 ]; then BENCH_THREADS=${BENCH_THREADS:-1}; else BENCH_THREADS=${BENCH_THREADS:-2}; fi
+BUILD_DIR=${BUILD_DIR:-$ROOT/build-release}
+STARLING=${STARLING:-$BUILD_DIR/starling}
+BENCH=${BENCH:-$BUILD_DIR/bench/starling-bench}
+MOSQUITTO=${MOSQUITTO:-/usr/sbin/mosquitto}
+OUT=${OUT:-$ROOT/bench/RESULTS.md}
+# The limits both brokers get (Starling's defaults, also Mosquitto's).
+MAX_INFLIGHT=${MAX_INFLIGHT:-20}
+MAX_QUEUED=${MAX_QUEUED:-1000}
+
+RESDIR=$ROOT/bench/results-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$RESDIR"
+RESULTS=$RESDIR/results.jsonl
+: > "$RESULTS"
+NOTES=()
+PIDS=()
+
+log() { echo "compare: $*" >&2; }
+
+# ---- build ---------------------------------------------------------------
+
+build() {
+    if [ ! -d "$BUILD_DIR" ]; then
+        meson setup "$BUILD_DIR" "$ROOT" --buildtype=release >/dev/null || return 1
+    fi
+    ninja -C "$BUILD_DIR" bench/starling-bench >/dev/null || return 1
+    if ! ninja -C "$BUILD_DIR" starling >/dev/null 2>&1; then
+        log "starling does not build; Mosquitto only"
+    fi
+}
+
+# ---- processes -----------------------------------------------------------
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Wait until something accepts TCP connections on the port (5 s at most).
+wait_port() {
+    local port=$1 i
+    for i in $(seq 1 50); do
+        if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$port),0.2).close()" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+stop_pid() {
+    local pid=$1 i
+    [ -n "$pid" ] || return 0
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for i in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
+stop_all() {
+    local p
+    for p in "${PIDS[@]:-}"; do stop_pid "$p"; done
+    PIDS=()
+}
+trap 'stop_all' EXIT
+trap 'stop_all; exit 130' INT TERM
+
+# starling_start PORT [ARGS...] -> prints the pid
+starling_start() {
+    local port=$1; shift
+    "$STARLING" --bind 127.0.0.1 --port "$port" --log_level warning \
+        --max_inflight_messages "$MAX_INFLIGHT" \
+        --max_queued_messages "$MAX_QUEUED" "$@" $STARLING_EXTRA \
+        >>"$RESDIR/starling.log" 2>&1 &
+    echo $!
+}
+
+# mosquitto_start PORT [BRIDGE_TO_PORT QOS] -> prints the pid
+mosquitto_start() {
+    local port=$1 bridge=${2:-} qos=${3:-0} conf=$RESDIR/mosquitto-$1.conf
+    cat >"$conf" <<EOF
+listener $port 127.0.0.1
+allow_anonymous true
+max_inflight_messages $MAX_INFLIGHT
+max_queued_messages $MAX_QUEUED
+max_connections -1
+persistence false
+log_dest stderr
+log_type error
+log_type warning
+connection_messages false
+EOF
+    if [ -n "$bridge" ]; then
+        cat >>"$conf" <<EOF
+connection node-a
+address 127.0.0.1:$bridge
+topic sb/# in $qos
+cleansession true
+try_private true
+bridge_protocol_version mqttv311
+EOF
+    fi
+    "$MOSQUITTO" -c "$conf" >>"$RESDIR/mosquitto.log" 2>&1 &
+    echo $!
+}
+
+# ---- scenarios -----------------------------------------------------------
+
+# The starling-bench arguments of a scenario (without host, port, pid).
+scenario_args() {
+    local d=$DURATION
+    case $1 in
+    pairs-q0) echo "--scenario pairs --pairs 10 --qos 0 --duration $d" ;;
+    fanin-q0) echo "--scenario fanin --pubs 10 --qos 0 --duration $d" ;;
+    fanout-q0) echo "--scenario fanout --subs 100 --qos 0 --duration $d" ;;
+    pairs-q1) echo "--scenario pairs --pairs 10 --qos 1 --inflight 10 --duration $d" ;;
+    pairs-q1-lat) echo "--scenario pairs --pairs 10 --qos 1 --rate 1000 --duration $d" ;;
+    wildcard-q1) echo "--scenario wildcard --pubs 8 --subs 64 --qos 1 --rate 500 --duration $d" ;;
+    connstorm) echo "--scenario connstorm --clients $STORM_CONNS --concurrency 100" ;;
+    idle) echo "--scenario idle --clients $IDLE_CONNS --duration 2" ;;
+    persist) echo "--scenario persist --subs $PERSIST_SUBS --pubs 100 --msgs 1 --qos 1" ;;
+    crossnode) echo "--scenario crossnode --pairs 10 --qos 0 --duration $d --settle 1" ;;
+    *) return 1 ;;
+    esac
+}
+
+# record BROKER ID ROUND COMMAND OUTPUT_FILE
+record() {
+    python3 - "$@" <<'EOF' >>"$RESULTS"
+import json, sys
+broker, sid, rnd, cmd, path = sys.argv[1:6]
+line = ""
+try:
+    lines = [l for l in open(path) if l.startswith("{")]
+    line = lines[-1] if lines else ""
+except OSError:
+    pass
+try:
+    d = json.loads(line)
+except ValueError:
+    d = {"ok": False, "verdict": "no result", "error": "the bench printed no result"}
+d.update(broker=broker, id=sid, round=int(rnd), command=cmd)
+print(json.dumps(d))
+EOF
+}
+
+# bench_run BROKER ID ROUND PID ARGS... : run the bench, record the result.
+bench_run() {
+    local broker=$1 sid=$2 rnd=$3 pid=$4; shift 4
+    local out=$RESDIR/$sid-$broker-$rnd.out
+    local limit=$((DURATION + 90))
+    timeout $((limit + 30)) "$BENCH" "$@" --threads "$BENCH_THREADS" \
+        --broker-pid "$pid" --timeout "$limit" --json >"$out" 2>&1
+    record "$broker" "$sid" "$rnd" "starling-bench $*" "$out"
+    tail -1 "$out" | python3 -c 'import json,sys
+try:
+    d=json.loads(sys.stdin.read())
+except ValueError:
+    print("  no result"); sys.exit()
+keys=["delivered_per_s","lat_p99_us","connects_per_s","rss_per_conn_bytes","persisted_per_s","lost","verdict"]
+print("  " + "  ".join(f"{k}={d[k]}" for k in keys if d.get(k) not in (None,0,0.0)))' >&2
+}
+
+run_single() {
+    local broker=$1 sid=$2 rnd=$3 port pid args
+    args=$(scenario_args "$sid")
+    port=$(free_port)
+    if [ "$broker" = starling ]; then pid=$(starling_start "$port"); else pid=$(mosquitto_start "$port"); fi
+    PIDS=("$pid")
+    if ! wait_port "$port"; then
+        log "$broker did not start on port $port"
+        echo '{"ok":false,"verdict":"broker did not start"}' >"$RESDIR/$sid-$broker-$rnd.out"
+        record "$broker" "$sid" "$rnd" "" "$RESDIR/$sid-$broker-$rnd.out"
+        stop_all
+        return
+    fi
+    # shellcheck disable=SC2086
+    bench_run "$broker" "$sid" "$rnd" "$pid" $args --host 127.0.0.1 --port "$port"
+    stop_all
+}
+
+# Two nodes: publishers on A, subscribers on B.
+run_crossnode() {
+    local broker=$1 sid=$2 rnd=$3 pa pb a b r rport args
+    args=$(scenario_args "$sid")
+    pa=$(free_port); pb=$(free_port)
+    if [ "$broker" = starling ]; then
+        rport=$(free_port)
+        redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
+            >>"$RESDIR/redis.log" 2>&1 &
+        r=$!
+        PIDS=("$r")
+        wait_port "$rport" || true
+        a=$(starling_start "$pa" --store "redis://127.0.0.1:$rport" --node_id node-a)
+        b=$(starling_start "$pb" --store "redis://127.0.0.1:$rport" --node_id node-b)
+        PIDS+=("$a" "$b")
+    else
+        a=$(mosquitto_start "$pa")
+        PIDS=("$a")
+        wait_port "$pa" || true
+        b=$(mosquitto_start "$pb" "$pa" 0)
+        PIDS+=("$b")
+    fi
+    if ! wait_port "$pa" || ! wait_port "$pb"; then
+        log "$broker nodes did not start"
+        echo '{"ok":false,"verdict":"nodes did not start"}' >"$RESDIR/$sid-$broker-$rnd.out"
+        record "$broker" "$sid" "$rnd" "" "$RESDIR/$sid-$broker-$rnd.out"
+        stop_all
+        return
+    fi
+    # shellcheck disable=SC2086
+    bench_run "$broker" "$sid" "$rnd" "$a" $args --host 127.0.0.1 --port "$pa" \
+        --sub-host 127.0.0.1 --sub-port "$pb"
+    stop_all
+}
+
+run_one() {
+    log "$2 round $3: $1"
+    if [ "$2" = crossnode ]; then run_crossnode "$@"; else run_single "$@"; fi
+}
+
+# Does the Starling binary start and accept an MQTT connection?
+starling_usable() {
+    [ -x "$STARLING" ] || return 1
+    local port pid ok=1
+    port=$(free_port)
+    pid=$(starling_start "$port")
+    PIDS=("$pid")
+    if wait_port "$port" && "$BENCH" --scenario connstorm --clients 5 --port "$port" \
+        --timeout 10 --json >/dev/null 2>&1; then
+        ok=0
+    fi
+    stop_all
+    return $ok
+}
+
+# ---- facts and report ----------------------------------------------------
+
+facts() {
+    local rev status
+    rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "no commit")
+    status=$(git -C "$ROOT" status --porcelain 2>/dev/null | head -1)
+    [ -n "$status" ] && rev="$rev (work tree with uncommitted changes)"
+    python3 - "$rev" "$@" <<'EOF'
+import json, os, platform, subprocess, sys
+rev = sys.argv[1]
+env = dict(a.split("=", 1) for a in sys.argv[2:])
+def out(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except Exception:
+        return ""
+cpu = ""
+for line in open("/proc/cpuinfo"):
+    if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip()
+        break
+machine = {
+    "date": out("date -u '+%Y-%m-%d %H:%M UTC'"),
+    "CPU": cpu,
+    "cores": os.cpu_count(),
+    "kernel": platform.release(),
+    "load average at start": out("cut -d' ' -f1-3 /proc/loadavg"),
+    "mosquitto": out(env["MOSQUITTO"] + " -h | head -1"),
+    "starling": out(env["STARLING"] + " --version 2>&1 | head -1") or "not available",
+    "starling git revision": rev,
+    "settings": ("ROUNDS=%(ROUNDS)s DURATION=%(DURATION)s s, IDLE_CONNS=%(IDLE_CONNS)s, "
+                 "STORM_CONNS=%(STORM_CONNS)s, bench threads %(BENCH_THREADS)s, "
+                 "max_inflight_messages %(MAX_INFLIGHT)s, max_queued_messages "
+                 "%(MAX_QUEUED)s (both brokers), descriptor limit %(NOFILE)s") % env,
+}
+print(json.dumps({"machine": machine}))
+EOF
+}
+
+write_report() {
+    local machine_json=$1 cmds_json notes_json scen_json
+    cmds_json=$(for sid in $SCENARIOS; do
+        a=$(scenario_args "$sid") || continue
+        extra="--host 127.0.0.1 --port PORT"
+        [ "$sid" = crossnode ] && extra="$extra --sub-host 127.0.0.1 --sub-port PORT_B"
+        printf '%s\t%s\n' "$sid" "starling-bench $a $extra --threads $BENCH_THREADS --broker-pid PID --json"
+    done | python3 -c 'import json,sys; print(json.dumps(dict(l.rstrip("\n").split("\t",1) for l in sys.stdin if l.strip())))')
+    notes_json=$(printf '%s\n' "${NOTES[@]:-}" | python3 -c 'import json,sys; print(json.dumps([l.rstrip("\n") for l in sys.stdin if l.strip()]))')
+    scen_json=$(printf '%s\n' $SCENARIOS | python3 -c 'import json,sys; print(json.dumps([l.strip() for l in sys.stdin if l.strip()]))')
+    python3 - "$machine_json" "$cmds_json" "$notes_json" "$scen_json" >"$RESDIR/facts.json" <<'EOF'
+import json, sys
+f = json.loads(sys.argv[1])
+f["commands"] = json.loads(sys.argv[2])
+f["notes"] = json.loads(sys.argv[3])
+f["scenarios"] = json.loads(sys.argv[4])
+print(json.dumps(f))
+EOF
+    python3 "$ROOT/bench/report.py" "$RESULTS" "$RESDIR/facts.json" >"$OUT"
+}
+
+# ---- main ----------------------------------------------------------------
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+NOFILE=$(ulimit -n)
+if [ "$IDLE_CONNS" -gt $((NOFILE - 200)) ]; then
+    NOTES+=("IDLE_CONNS lowered from $IDLE_CONNS to $((NOFILE - 200)): the descriptor limit here is $NOFILE (ulimit -Hn) for the bench and the broker alike.")
+    IDLE_CONNS=$((NOFILE - 200))
+fi
+STARLING_EXTRA=${STARLING_EXTRA:-}
+
+build || { log "build failed"; exit 1; }
+[ -x "$BENCH" ] || { log "no $BENCH"; exit 1; }
+[ -x "$MOSQUITTO" ] || { log "no $MOSQUITTO"; exit 1; }
+
+BROKERS="starling mosquitto"
+if ! starling_usable; then
+    BROKERS="mosquitto"
+    NOTES+=("Starling ($STARLING) was not usable for this run (missing, or it did not accept an MQTT connection): only the Mosquitto column is filled.")
+    log "starling not usable: Mosquitto only"
+fi
+if [ "$BROKERS" != mosquitto ] && ! command -v redis-server >/dev/null; then
+    NOTES+=("redis-server is missing: the Starling crossnode runs could not start a store.")
+fi
+
+MACHINE=$(facts MOSQUITTO="$MOSQUITTO" STARLING="$STARLING" ROUNDS="$ROUNDS" DURATION="$DURATION" \
+    IDLE_CONNS="$IDLE_CONNS" STORM_CONNS="$STORM_CONNS" BENCH_THREADS="$BENCH_THREADS" \
+    MAX_INFLIGHT="$MAX_INFLIGHT" MAX_QUEUED="$MAX_QUEUED" NOFILE="$NOFILE")
+
+for sid in $SCENARIOS; do
+    if ! scenario_args "$sid" >/dev/null; then
+        log "unknown scenario $sid"; continue
+    fi
+    if [ "$SECONDS" -ge "$TIME_BUDGET" ]; then
+        NOTES+=("$sid skipped: the time budget of $TIME_BUDGET s was used up.")
+        continue
+    fi
+    for rnd in $(seq 1 "$ROUNDS"); do
+        order=$BROKERS
+        if [ $((rnd % 2)) = 0 ]; then order=$(echo "$BROKERS" | awk '{for (i=NF;i>0;i--) printf "%s ", $i}'); fi
+        for broker in $order; do run_one "$broker" "$sid" "$rnd"; done
+    done
+done
+
+NOTES+=("Both brokers and the bench share this machine's $(nproc) cores (the bench and the broker each need a core); other processes running at the same time move the figures, so compare the two columns of one run rather than runs of different days.")
+NOTES+=("QoS 0 unpaced runs measure what the subscribers received per second; publishers are held back only by TCP, so QoS 0 latency there is queueing delay, not broker latency. Latency is compared at a fixed offered rate (pairs-q1-lat).")
+NOTES+=("Mosquitto runs with persistence off; Starling with its memory store (single node) or Redis (crossnode). persist measures deliveries queued for offline persistent sessions per second of publishing (every PUBACK received); the drain rate is in the raw results.")
+NOTES+=("Mosquitto crossnode is two Mosquitto brokers joined by a bridge (topic sb/# in 0), the nearest it has to a cluster.")
+NOTES+=("Raw results: bench/$(basename "$RESDIR")/results.jsonl (one JSON line per run).")
+
+write_report "$MACHINE"
+log "wrote $OUT (total $SECONDS s)"

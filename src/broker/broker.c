@@ -1,0 +1,325 @@
+/*
+ * broker.c - the node: owns the store, the indexes and every connection.
+ *
+ * Start-up loads what the store knows (retained messages, the index of
+ * persistent sessions and their subscriptions) before the listener opens.
+ * A one-second tick expires offline sessions (in the store's data, so it
+ * also works after a restart) and sends delayed wills (MQTT 5 will delay).
+ * Shutdown closes the listener, disconnects every client (v5: 0x8B), waits
+ * for their output to drain and leaves the loop.
+ */
+#include "internal.h"
+
+#include "starling/err.h"
+#include "starling/log.h"
+
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct delayed_will {
+    broker_t *b;
+    char *cid;
+    size_t clen;
+    msg_t *msg;
+    struct event *ev;
+} delayed_will_t;
+
+/* ---- wills ------------------------------------------------------------- */
+
+static void will_publish_now(broker_t *b, msg_t *m, const char *cid)
+{
+    b->stats.wills_published++;
+    log_debug("publishing the will of client '%s' on '%s'", cid, m->topic);
+    router_publish(b, NULL, m, NULL, NULL);
+}
+
+static void delayed_will_free(void *v)
+{
+    delayed_will_t *w = v;
+    if (!w)
+        return;
+    event_free(w->ev);
+    msg_unref(&w->msg);
+    free(w->cid);
+    free(w);
+}
+
+static void on_will_due(evutil_socket_t fd, short what, void *arg)
+{
+    delayed_will_t *w = arg;
+    map_del(w->b->delayed_wills, w->cid, w->clen);
+    will_publish_now(w->b, w->msg, w->cid);
+    delayed_will_free(w);
+}
+
+/* MQTT 5 §3.1.3.2.2: the will is sent after the will delay or when the
+ * session ends, whichever is first; not at all if the client reconnects. */
+void broker_publish_will(broker_t *b, sess_t *s)
+{
+    uint32_t delay = s->will_delay;
+    if (s->persistent && s->expiry < delay)
+        delay = s->expiry;
+    if (s->version != MQTT_V5 || delay == 0 || !s->persistent) {
+        will_publish_now(b, s->will, s->cid);
+        return;
+    }
+    delayed_will_t *w = calloc(1, sizeof(*w));
+    if (!w || !(w->cid = strndup(s->cid, s->clen)) ||
+        !(w->ev = evtimer_new(b->base, on_will_due, w))) {
+        if (w)
+            free(w->cid);
+        free(w);
+        will_publish_now(b, s->will, s->cid); /* better early than never */
+        return;
+    }
+    w->b = b;
+    w->clen = s->clen;
+    w->msg = msg_ref(s->will);
+    struct timeval tv = {(time_t)delay, 0};
+    evtimer_add(w->ev, &tv);
+    void *old = NULL;
+    map_put(b->delayed_wills, w->cid, w->clen, w, &old);
+    delayed_will_free(old);
+}
+
+void broker_cancel_delayed_will(broker_t *b, const char *cid, size_t clen)
+{
+    delayed_will_free(map_del(b->delayed_wills, cid, clen));
+}
+
+/* ---- session expiry ---------------------------------------------------- */
+
+static void end_stored_session(broker_t *b, const char *cid, size_t clen)
+{
+    delayed_will_t *w = map_del(b->delayed_wills, cid, clen);
+    if (w) {
+        will_publish_now(b, w->msg, w->cid);
+        delayed_will_free(w);
+    }
+    subr_t *r = map_del(b->psessions, cid, clen);
+    if (r) {
+        subs_clear(b, r);
+        r->gone = true;
+        subr_unref(&r);
+    }
+    /* epoch 0: the store deletes it only if it is still offline. */
+    store_session_del(b->store, cid, clen, 0, NULL, NULL);
+    log_info("session of client '%.*s' expired", (int)clen, cid);
+}
+
+static void on_expired(void *arg, int status, const char *const *cids,
+                       size_t n)
+{
+    broker_t *b = arg;
+    if (status != SL_OK) {
+        b->stats.store_errors++;
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t clen = strlen(cids[i]);
+        if (map_get(b->clients, cids[i], clen))
+            continue; /* reconnected meanwhile */
+        end_stored_session(b, cids[i], clen);
+    }
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    broker_t *b = arg;
+    if (!b->stopping)
+        store_session_expired(b->store, sl_now_ms(), on_expired, b);
+}
+
+/* ---- connections ------------------------------------------------------- */
+
+void broker_conn_gone(broker_t *b, sess_t *s)
+{
+    if (s->prev_all)
+        s->prev_all->next_all = s->next_all;
+    else if (b->all == s)
+        b->all = s->next_all;
+    if (s->next_all)
+        s->next_all->prev_all = s->prev_all;
+    s->prev_all = s->next_all = NULL;
+    b->n_conns--;
+    sess_unref(&s);
+    if (b->stopping && b->n_conns == 0)
+        event_base_loopexit(b->base, NULL);
+}
+
+/* ---- start-up ---------------------------------------------------------- */
+
+static void on_retained_loaded(void *arg, int status, msg_t *const *msgs,
+                               size_t n)
+{
+    broker_t *b = arg;
+    for (size_t i = 0; i < n; i++) {
+        void *old = NULL;
+        if (map_put(b->retained, msgs[i]->topic, msgs[i]->topic_len,
+                    msg_ref(msgs[i]), &old) == SL_OK) {
+            msg_t *om = old;
+            msg_unref(&om);
+        }
+    }
+    if (n)
+        log_info("loaded %zu retained messages", n);
+}
+
+static void on_psub_loaded(void *arg, int status, const char *cid,
+                           const store_sub_t *subs, size_t n)
+{
+    broker_t *b = arg;
+    if (!cid)
+        return;
+    size_t clen = strlen(cid);
+    subr_t *r = map_get(b->psessions, cid, clen);
+    if (!r) {
+        r = subr_new(cid, clen, true);
+        if (!r || map_put(b->psessions, cid, clen, r, NULL) != SL_OK) {
+            subr_unref(&r);
+            return;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        sub_t sub = {.qos = subs[i].opts & 3,
+                     .no_local = (subs[i].opts >> 2) & 1,
+                     .retain_as_published = (subs[i].opts >> 3) & 1,
+                     .retain_handling = (subs[i].opts >> 4) & 3,
+                     .sub_id = subs[i].sub_id};
+        bool existed;
+        subs_add(b, r, subs[i].filter, subs[i].flen, &sub, &existed);
+    }
+}
+
+static int parse_deny(broker_t *b)
+{
+    const char *list = b->conf->subscribe_deny;
+    if (!list || !*list)
+        return SL_OK;
+    char *copy = strdup(list);
+    if (!copy)
+        return SL_ENOMEM;
+    char *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ')
+            t++;
+        size_t len = strlen(t);
+        while (len && t[len - 1] == ' ')
+            t[--len] = '\0';
+        if (!len)
+            continue;
+        char **nd = realloc(b->deny, (b->n_deny + 1) * sizeof(char *));
+        if (!nd) {
+            free(copy);
+            return SL_ENOMEM;
+        }
+        b->deny = nd;
+        if (!(b->deny[b->n_deny] = strdup(t))) {
+            free(copy);
+            return SL_ENOMEM;
+        }
+        b->n_deny++;
+    }
+    free(copy);
+    return SL_OK;
+}
+
+int broker_new(broker_t **out, struct event_base *base, sl_conf_t *conf)
+{
+    broker_t *b = calloc(1, sizeof(*b));
+    if (!b)
+        return SL_ENOMEM;
+    b->base = base;
+    b->conf = conf;
+    b->clients = map_new();
+    b->psessions = map_new();
+    b->delayed_wills = map_new();
+    b->retained = map_new();
+    b->subs = trie_new();
+    b->tick = event_new(base, -1, EV_PERSIST, on_tick, b);
+    if (!b->clients || !b->psessions || !b->delayed_wills || !b->retained ||
+        !b->subs || !b->tick || parse_deny(b) != SL_OK) {
+        broker_free(b);
+        return SL_ENOMEM;
+    }
+    *out = b;
+    return SL_OK;
+}
+
+int broker_start(broker_t *b)
+{
+    char err[256];
+    int rc = store_open(&b->store, b->base, b->conf->store, err, sizeof(err));
+    if (rc != SL_OK) {
+        log_error("%s", err);
+        return rc;
+    }
+    store_retain_load(b->store, on_retained_loaded, b);
+    store_sub_load(b->store, on_psub_loaded, b);
+    rc = listener_start(b);
+    if (rc != SL_OK)
+        return rc;
+    struct timeval one = {1, 0};
+    event_add(b->tick, &one);
+    log_info("starling ready (store: %s)", store_kind(b->store));
+    return SL_OK;
+}
+
+void broker_stop(broker_t *b)
+{
+    if (b->stopping)
+        return;
+    b->stopping = true;
+    log_info("shutting down: closing %u connections", b->n_conns);
+    listener_stop(b);
+    event_del(b->tick);
+    for (sess_t *s = b->all, *next; s; s = next) {
+        next = s->next_all;
+        s->disconnect_normal = true; /* the session survives: no will */
+        sess_close(s, MQTT_RC_SERVER_SHUTTING_DOWN, NULL);
+    }
+    if (b->n_conns == 0)
+        event_base_loopexit(b->base, NULL);
+}
+
+static void psession_free(void *v)
+{
+    subr_t *r = v;
+    subr_unref(&r);
+}
+
+static void retained_free(void *v)
+{
+    msg_t *m = v;
+    msg_unref(&m);
+}
+
+void broker_free(broker_t *b)
+{
+    if (!b)
+        return;
+    listener_stop(b);
+    /* Connections still open (loop left early): drop them now. */
+    while (b->all)
+        sess_on_transport_closed(b->all, NULL);
+    if (b->tick)
+        event_free(b->tick);
+    map_free(b->delayed_wills, delayed_will_free);
+    store_free(b->store);
+    if (b->psessions) {
+        size_t cur = 0;
+        void *v;
+        while (map_next(b->psessions, &cur, NULL, NULL, &v))
+            subs_clear(b, v);
+    }
+    map_free(b->psessions, psession_free);
+    map_free(b->clients, NULL);
+    map_free(b->retained, retained_free);
+    trie_free(b->subs, NULL);
+    for (size_t i = 0; i < b->n_deny; i++)
+        free(b->deny[i]);
+    free(b->deny);
+    router_fini(b);
+    free(b);
+}

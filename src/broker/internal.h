@@ -1,0 +1,227 @@
+/*
+ * internal.h - the broker's own structures, shared by the files of
+ * src/broker/ and src/net/ (not a public header).
+ *
+ *   broker_t   the node: config, store, online sessions, subscription trie,
+ *              retained messages, persistent-session index, counters.
+ *   sess_t     one client connection and its MQTT session state machine
+ *              (session.c, one handler per packet type in handle_*.c style
+ *              sections); the transport is a bufferevent (net/conn.c).
+ *   subr_t     a subscriber as the trie sees it: a client id, its
+ *              subscriptions, and the online session if any. A clean
+ *              session owns its subr_t; a persistent session's subr_t lives
+ *              in broker->psessions for as long as the session exists, so
+ *              messages for it are queued in the store while it is offline.
+ *   dlv_t      one outbound QoS 1/2 delivery to a session (in flight or
+ *              waiting for the window), referencing the shared message.
+ *   pub_t      an inbound PUBLISH waiting for the store writes it needs
+ *              before the publisher is acknowledged.
+ */
+#ifndef STARLING_BROKER_INTERNAL_H
+#define STARLING_BROKER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "starling/broker.h"
+#include "starling/conf.h"
+#include "starling/map.h"
+#include "starling/mqtt.h"
+#include "starling/msg.h"
+#include "starling/store.h"
+#include "starling/topic.h"
+
+struct bufferevent;
+struct evconnlistener;
+struct event;
+
+typedef struct sess sess_t;
+
+/* One subscription of one subscriber. */
+typedef struct sub {
+    uint8_t qos;
+    bool no_local;
+    bool retain_as_published;
+    uint8_t retain_handling;
+    uint32_t sub_id;             /* 0 = none */
+} sub_t;
+
+typedef struct subr {
+    uint32_t refs;
+    bool persistent;
+    bool gone;                   /* removed from the index */
+    char *cid;
+    size_t clen;
+    map_t *subs;                 /* filter -> sub_t */
+    sess_t *online;              /* the live session on this node, or NULL */
+    uint64_t match_gen;          /* router scratch: last publish that matched */
+    uint32_t match_idx;
+} subr_t;
+
+typedef struct dlv {
+    struct dlv *next;
+    msg_t *msg;
+    uint64_t qid;                /* store queue entry id; 0 = not persisted */
+    uint16_t pid;                /* 0 until sent */
+    uint8_t qos;
+    uint8_t state;               /* STORE_SENT / STORE_PUBREC */
+    bool retain;                 /* RETAIN flag to send */
+    uint8_t n_subids;
+    uint32_t subids[4];          /* v5 subscription identifiers (first 4) */
+} dlv_t;
+
+typedef struct dlvq {
+    dlv_t *head, *tail;
+    uint32_t len;
+} dlvq_t;
+
+enum sess_state {
+    SESS_NEW,                    /* accepted, waiting for CONNECT */
+    SESS_CLAIMING,               /* CONNECT received, waiting for the store */
+    SESS_ONLINE,                 /* CONNACK sent */
+    SESS_CLOSING,                /* closing: flushing output, no more input */
+    SESS_CLOSED,                 /* transport gone; freed at refs 0 */
+};
+
+struct sess {
+    struct broker *b;
+    uint32_t refs;
+    enum sess_state state;
+    struct bufferevent *bev;
+    struct sess *prev_all, *next_all;  /* broker->all list */
+    char peer[64];
+
+    /* from CONNECT */
+    uint8_t version;
+    char *cid;
+    size_t clen;
+    bool clean;
+    bool persistent;             /* session outlives the connection */
+    uint32_t expiry;             /* session expiry interval, s */
+    uint16_t keepalive;
+    char *username;
+    msg_t *will;
+    uint32_t will_delay;
+    bool disconnect_normal;      /* DISCONNECT received (no will) */
+    bool expiry_capped;          /* expiry lowered to max_session_expiry */
+    bool keepalive_overridden;   /* v5: server keep alive sent */
+    bool taken_over;
+
+    uint64_t epoch;              /* store epoch (persistent sessions) */
+    subr_t *subr;
+
+    /* outbound (broker -> client) */
+    dlvq_t inflight;             /* sent, awaiting ack; in send order */
+    dlvq_t pending;              /* waiting for the inflight window */
+    uint32_t window;             /* min(max_inflight, client receive max) */
+    uint16_t next_pid;
+    uint64_t max_qid;            /* highest store entry seen (dedup) */
+    uint32_t max_packet_out;     /* client's maximum packet size (v5) */
+    uint16_t alias_max_out;      /* client's topic alias maximum (v5) */
+    map_t *alias_out;            /* topic -> alias number (v5) */
+    uint16_t alias_next;
+
+    /* inbound (client -> broker) */
+    uint16_t *in_qos2;           /* packet ids awaiting PUBREL */
+    uint32_t n_in_qos2, cap_in_qos2;
+    uint32_t in_flight_in;       /* QoS>0 PUBLISH not yet acknowledged */
+    char **alias_in;             /* v5 alias -> topic, [max_topic_alias+1] */
+    bool request_problem_info;
+
+    uint32_t n_subs;
+};
+
+typedef struct broker_stats {
+    uint64_t connects, disconnects, msgs_in, msgs_out, bytes_in, bytes_out;
+    uint64_t dropped_queue_full, dropped_too_large, dropped_expired;
+    uint64_t protocol_errors, store_errors, wills_published;
+} broker_stats_t;
+
+struct broker {
+    struct event_base *base;
+    sl_conf_t *conf;
+    store_t *store;
+    struct evconnlistener *listener;
+    struct event *tick;
+    bool stopping;
+
+    map_t *clients;              /* cid -> sess_t (with a CONNECT) */
+    map_t *psessions;            /* cid -> subr_t (persistent sessions) */
+    map_t *delayed_wills;        /* cid -> will_t (v5 will delay) */
+    trie_t *subs;                /* filter -> (subr_t*) -> sub_t* */
+    map_t *retained;             /* topic -> msg_t */
+    char **deny;                 /* subscribe_deny filters */
+    size_t n_deny;
+    sess_t *all;                 /* every connection */
+    uint32_t n_conns;
+    uint64_t id_seq;             /* generated client ids */
+
+    /* router scratch (one publish at a time) */
+    uint64_t match_gen;
+    subr_t *match_from;
+    struct match *matches;
+    uint32_t n_matches, cap_matches;
+
+    broker_stats_t stats;
+};
+
+/* ---- session.c --------------------------------------------------------- */
+sess_t *sess_new(struct broker *b, struct bufferevent *bev, const char *peer);
+void sess_ref(sess_t *s);
+void sess_unref(sess_t **s);
+/* Process buffered input (called by the transport on read). */
+void sess_on_input(sess_t *s);
+/* The transport closed or failed. */
+void sess_on_transport_closed(sess_t *s, const char *why);
+/* Close the session: v5 DISCONNECT with `reason` when >= 0x80 and allowed,
+ * flush output, then drop the transport. `why` is logged. */
+void sess_close(sess_t *s, uint8_t reason, const char *why);
+/* Deliver a message to an online session (router). qid != 0 for messages
+ * already in the session's store queue. */
+void sess_deliver(sess_t *s, msg_t *m, uint8_t qos, bool retain,
+                  const uint32_t *subids, uint8_t n_subids, uint64_t qid);
+const char *sess_name(const sess_t *s);
+
+/* ---- router.c ---------------------------------------------------------- */
+/* Completion of a publish: called once when every store write is done. */
+typedef void (*route_done_fn)(void *arg, int status, bool matched);
+/* Route a message: retained update, local deliveries, persistent queues.
+ * `from` (may be NULL) is the publishing session, for no-local. */
+void router_publish(struct broker *b, sess_t *from, msg_t *m,
+                    route_done_fn done, void *arg);
+/* Send retained messages matching `filter` to a session (after SUBACK). */
+void router_send_retained(struct broker *b, sess_t *s, const char *filter,
+                          size_t flen, const sub_t *sub);
+void router_fini(struct broker *b);
+
+/* ---- subs.c (subscriber index) ----------------------------------------- */
+subr_t *subr_new(const char *cid, size_t clen, bool persistent);
+void subr_ref(subr_t *r);
+void subr_unref(subr_t **r);
+/* Add/replace a subscription in r and the trie. *existed tells whether the
+ * filter was already subscribed. */
+int subs_add(struct broker *b, subr_t *r, const char *filter, size_t flen,
+             const sub_t *sub, bool *existed);
+int subs_remove(struct broker *b, subr_t *r, const char *filter, size_t flen);
+/* Remove every subscription of r from the trie (and r's map). */
+void subs_clear(struct broker *b, subr_t *r);
+
+/* ---- broker.c ---------------------------------------------------------- */
+void broker_conn_gone(struct broker *b, sess_t *s);
+void broker_publish_will(struct broker *b, sess_t *s);
+/* A client with this id connected: a delayed will (v5) is not sent. */
+void broker_cancel_delayed_will(struct broker *b, const char *cid,
+                                size_t clen);
+
+/* ---- net/conn.c -------------------------------------------------------- */
+/* Close the transport once its output has been written. */
+void conn_close_after_flush(sess_t *s);
+/* Install the transport callbacks on s->bev and start reading. */
+int conn_attach(sess_t *s, int connect_timeout);
+
+/* ---- net/listener.c ---------------------------------------------------- */
+int listener_start(struct broker *b);
+void listener_stop(struct broker *b);
+
+#endif

@@ -1,0 +1,231 @@
+/*
+ * router.c - where a published message goes (DESIGN.md §2, step 3).
+ *
+ * router_publish():
+ *   1. retained update (store write; counted before the publisher's ack),
+ *   2. one trie match; matches are grouped per subscriber (a subscriber
+ *      matched by several filters gets one delivery at the highest QoS,
+ *      carrying every subscription identifier),
+ *   3. clean sessions and QoS 0 deliveries: straight to the online session;
+ *      persistent sessions at QoS >= 1: appended to the session's store
+ *      queue first, then handed to the session if it is online here.
+ * The completion runs once every store write has been acknowledged, so the
+ * publisher is acknowledged only for messages that are safe.
+ */
+#include "internal.h"
+
+#include "starling/err.h"
+#include "starling/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct match {
+    subr_t *r;
+    uint8_t qos;
+    bool rap;
+    uint8_t n_subids;
+    uint32_t subids[4];
+};
+
+typedef struct route {
+    route_done_fn done;
+    void *arg;
+    uint32_t pending;
+    int status;
+    bool matched;
+} route_t;
+
+typedef struct append {
+    route_t *rt;
+    broker_t *b;
+    subr_t *r;
+    msg_t *m;
+    uint8_t qos;
+    bool retain;
+    uint8_t n_subids;
+    uint32_t subids[4];
+} append_t;
+
+static void route_step(route_t *rt)
+{
+    if (--rt->pending)
+        return;
+    if (rt->done)
+        rt->done(rt->arg, rt->status, rt->matched);
+    free(rt);
+}
+
+static void on_store_done(void *arg, int status)
+{
+    route_t *rt = arg;
+    if (status != SL_OK && rt->status == SL_OK)
+        rt->status = status;
+    route_step(rt);
+}
+
+static void on_match(void *ctx, const char *filter, size_t flen, uintptr_t key,
+                     void *value)
+{
+    broker_t *b = ctx;
+    subr_t *r = (subr_t *)key;
+    const sub_t *sub = value;
+    struct match *mt;
+    if (sub->no_local && b->match_from == r)
+        return;
+    if (r->match_gen != b->match_gen) {
+        if (b->n_matches == b->cap_matches) {
+            uint32_t nc = b->cap_matches ? b->cap_matches * 2 : 64;
+            struct match *nm = realloc(b->matches, nc * sizeof(*nm));
+            if (!nm)
+                return; /* out of memory: this subscriber misses it */
+            b->matches = nm;
+            b->cap_matches = nc;
+        }
+        r->match_gen = b->match_gen;
+        r->match_idx = b->n_matches++;
+        mt = &b->matches[r->match_idx];
+        memset(mt, 0, sizeof(*mt));
+        mt->r = r;
+    } else {
+        mt = &b->matches[r->match_idx];
+    }
+    if (sub->qos > mt->qos)
+        mt->qos = sub->qos;
+    mt->rap |= sub->retain_as_published;
+    if (sub->sub_id && mt->n_subids < 4)
+        mt->subids[mt->n_subids++] = sub->sub_id;
+}
+
+static void on_appended(void *arg, int status, uint64_t id)
+{
+    append_t *a = arg;
+    if (status == SL_OK) {
+        sess_t *s = a->r->online;
+        if (s && s->state == SESS_ONLINE && !a->r->gone)
+            sess_deliver(s, a->m, a->qos, a->retain, a->subids, a->n_subids,
+                         id);
+    } else if (status == SL_ELIMIT) {
+        a->b->stats.dropped_queue_full++;
+        log_debug("queue of client '%s' full, message on '%s' dropped",
+                  a->r->cid, a->m->topic);
+        status = SL_OK; /* a policy drop, not a failure of the publish */
+    } else if (status == SL_ENOTFOUND) {
+        status = SL_OK; /* the session ended meanwhile */
+    } else {
+        a->b->stats.store_errors++;
+        log_warning("store: queueing for client '%s' failed: %s", a->r->cid,
+                    sl_strerror(status));
+    }
+    route_t *rt = a->rt;
+    msg_unref(&a->m);
+    subr_unref(&a->r);
+    free(a);
+    on_store_done(rt, status);
+}
+
+static void queue_for(broker_t *b, route_t *rt, const struct match *mt,
+                      msg_t *m, uint8_t qos, bool retain)
+{
+    append_t *a = malloc(sizeof(*a));
+    if (!a) {
+        rt->status = SL_ENOMEM;
+        return;
+    }
+    *a = (append_t){.rt = rt, .b = b, .r = mt->r, .m = msg_ref(m),
+                    .qos = qos, .retain = retain, .n_subids = mt->n_subids};
+    memcpy(a->subids, mt->subids, sizeof(a->subids));
+    subr_ref(mt->r);
+    store_limits_t lim = {.max_queued = (uint32_t)b->conf->max_queued_messages,
+                          .drop_oldest = b->conf->queue_drop ==
+                                         QUEUE_DROP_OLDEST};
+    rt->pending++;
+    store_queue_append(b->store, mt->r->cid, mt->r->clen, m, qos, &lim,
+                       on_appended, a);
+}
+
+static void retain_update(broker_t *b, route_t *rt, msg_t *m)
+{
+    void *old = NULL;
+    if (m->payload_len == 0) {
+        old = map_del(b->retained, m->topic, m->topic_len);
+        rt->pending++;
+        store_retain_del(b->store, m->topic, m->topic_len, on_store_done, rt);
+    } else {
+        if (map_put(b->retained, m->topic, m->topic_len, msg_ref(m), &old) !=
+            SL_OK) {
+            msg_unref(&m);
+            rt->status = SL_ENOMEM;
+            return;
+        }
+        rt->pending++;
+        store_retain_put(b->store, m, on_store_done, rt);
+    }
+    msg_t *om = old;
+    msg_unref(&om);
+}
+
+void router_publish(broker_t *b, sess_t *from, msg_t *m, route_done_fn done,
+                    void *arg)
+{
+    route_t *rt = calloc(1, sizeof(*rt));
+    if (!rt) {
+        if (done)
+            done(arg, SL_ENOMEM, false);
+        return;
+    }
+    rt->done = done;
+    rt->arg = arg;
+    rt->pending = 1; /* released at the end of this function */
+
+    if (m->retain)
+        retain_update(b, rt, m);
+
+    b->match_gen++;
+    b->n_matches = 0;
+    b->match_from = from ? from->subr : NULL;
+    trie_match(b->subs, m->topic, m->topic_len, on_match, b);
+
+    bool expired = m->expiry_at && m->expiry_at <= sl_now_ms();
+    rt->matched = b->n_matches > 0;
+    for (uint32_t i = 0; i < b->n_matches && !expired; i++) {
+        const struct match *mt = &b->matches[i];
+        uint8_t qos = mt->qos < m->qos ? mt->qos : m->qos;
+        bool retain = mt->rap && m->retain;
+        if (mt->r->persistent && qos > 0) {
+            queue_for(b, rt, mt, m, qos, retain);
+            continue;
+        }
+        sess_t *s = mt->r->online;
+        if (s && s->state == SESS_ONLINE)
+            sess_deliver(s, m, qos, retain, mt->subids, mt->n_subids, 0);
+    }
+    if (expired)
+        b->stats.dropped_expired++;
+    route_step(rt);
+}
+
+void router_send_retained(broker_t *b, sess_t *s, const char *filter,
+                          size_t flen, const sub_t *sub)
+{
+    size_t cur = 0;
+    void *v;
+    uint64_t now = sl_now_ms();
+    uint32_t subid = sub->sub_id;
+    while (map_next(b->retained, &cur, NULL, NULL, &v)) {
+        msg_t *m = v;
+        if (!topic_matches(filter, flen, m->topic, m->topic_len))
+            continue;
+        if (m->expiry_at && m->expiry_at <= now)
+            continue;
+        uint8_t qos = sub->qos < m->qos ? sub->qos : m->qos;
+        sess_deliver(s, m, qos, true, subid ? &subid : NULL, subid ? 1 : 0,
+                     0);
+    }
+}
+
+void router_fini(broker_t *b)
+{
+    free(b->matches);
+    b->matches = NULL;
+}

@@ -1,0 +1,1471 @@
+/*
+ * session.c - one client connection and its MQTT session state machine.
+ *
+ *   NEW --CONNECT--> CLAIMING --store claim--> ONLINE --close--> CLOSING
+ *                                                   \--transport gone--> CLOSED
+ *
+ * Input: sess_on_input() frames and decodes every complete packet buffered
+ * by the transport and dispatches on its type (one handler per packet type
+ * below). Packets that arrive while the session is CLAIMING stay buffered
+ * until the CONNACK has been sent.
+ *
+ * Output: PUBLISH headers are encoded per delivery; payloads are shared
+ * (large ones referenced, not copied, into the write buffer). QoS 1/2
+ * deliveries beyond the inflight window wait in `pending`.
+ *
+ * Lifetime: the session is reference counted; store callbacks and the
+ * transport hold references, and a session is freed only at zero, never
+ * from inside a callback still using it.
+ */
+#include "internal.h"
+
+#include "starling/err.h"
+#include "starling/log.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Payloads at least this large are referenced, not copied, into output. */
+#define PAYLOAD_REF_MIN 1024
+/* QoS 0 messages are dropped for a client whose output backlog is larger. */
+#define OUTPUT_BACKLOG_MAX (8u * 1024 * 1024)
+
+static void handle_packet(sess_t *s, mqtt_packet_t *p);
+static void sess_end(sess_t *s);
+static void pump(sess_t *s);
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+sess_t *sess_new(broker_t *b, struct bufferevent *bev, const char *peer)
+{
+    sess_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->b = b;
+    s->refs = 1; /* the transport's */
+    s->bev = bev;
+    s->state = SESS_NEW;
+    s->next_pid = 1;
+    s->max_packet_out = MQTT_MAX_REMAINING + 5;
+    snprintf(s->peer, sizeof(s->peer), "%s", peer);
+    return s;
+}
+
+void sess_ref(sess_t *s)
+{
+    s->refs++;
+}
+
+static void dlvq_free(dlvq_t *q)
+{
+    dlv_t *d = q->head;
+    while (d) {
+        dlv_t *n = d->next;
+        msg_unref(&d->msg);
+        free(d);
+        d = n;
+    }
+    q->head = q->tail = NULL;
+    q->len = 0;
+}
+
+void sess_unref(sess_t **ps)
+{
+    sess_t *s = *ps;
+    *ps = NULL;
+    if (!s || --s->refs)
+        return;
+    dlvq_free(&s->inflight);
+    dlvq_free(&s->pending);
+    msg_unref(&s->will);
+    subr_unref(&s->subr);
+    map_free(s->alias_out, NULL);
+    if (s->alias_in) {
+        for (int i = 0; i <= s->b->conf->max_topic_alias; i++)
+            free(s->alias_in[i]);
+        free(s->alias_in);
+    }
+    free(s->in_qos2);
+    free(s->username);
+    free(s->cid);
+    free(s);
+}
+
+const char *sess_name(const sess_t *s)
+{
+    return s->cid ? s->cid : "";
+}
+
+/* ---- output ------------------------------------------------------------ */
+
+static void send_out(sess_t *s, const mqtt_out_t *o)
+{
+    if (!s->bev)
+        return;
+    bufferevent_write(s->bev, o->buf, o->len);
+    s->b->stats.bytes_out += o->len;
+}
+
+/* Encode with enc into a stack buffer, or a heap one when it is larger. */
+#define SEND_ENCODED(s, CALL)                                                  \
+    do {                                                                       \
+        uint8_t stackbuf_[256];                                                \
+        mqtt_out_t o_;                                                         \
+        mqtt_out_init(&o_, stackbuf_, sizeof(stackbuf_));                      \
+        CALL;                                                                  \
+        if (o_.len > o_.cap) {                                                 \
+            uint8_t *heap_ = malloc(o_.len);                                   \
+            if (!heap_)                                                        \
+                break;                                                         \
+            mqtt_out_init(&o_, heap_, o_.len);                                 \
+            CALL;                                                              \
+            send_out((s), &o_);                                                \
+            free(heap_);                                                       \
+        } else {                                                               \
+            send_out((s), &o_);                                                \
+        }                                                                      \
+    } while (0)
+
+static void send_ack(sess_t *s, mqtt_type_t type, uint16_t pid, uint8_t code)
+{
+    SEND_ENCODED(s, mqtt_enc_ack(&o_, s->version, type, pid, code, NULL));
+}
+
+static void send_reason_string(mqtt_out_t *props, const sess_t *s,
+                               const char *why)
+{
+    if (why && s->version == MQTT_V5 && s->request_problem_info)
+        mqtt_prop_str(props, MQTT_P_REASON_STRING, why, strlen(why));
+}
+
+static void send_disconnect(sess_t *s, uint8_t reason, const char *why)
+{
+    uint8_t pbuf[256];
+    mqtt_out_t props;
+    mqtt_out_init(&props, pbuf, sizeof(pbuf));
+    send_reason_string(&props, s, why);
+    mqtt_bytes_t pb = {pbuf, props.len <= props.cap ? (uint32_t)props.len : 0};
+    SEND_ENCODED(s, mqtt_enc_reason(&o_, MQTT_V5, MQTT_DISCONNECT, reason,
+                                    pb.len ? &pb : NULL));
+}
+
+static void send_connack_refusal(sess_t *s, int version, uint8_t code)
+{
+    SEND_ENCODED(s, mqtt_enc_connack(&o_, version, false, code, NULL));
+}
+
+/* ---- closing ----------------------------------------------------------- */
+
+void sess_close(sess_t *s, uint8_t reason, const char *why)
+{
+    if (s->state >= SESS_CLOSING)
+        return;
+    if (why)
+        log_info("client '%s' %s: %s, disconnecting", sess_name(s), s->peer,
+                 why);
+    if (s->version == MQTT_V5 && reason >= 0x80 && s->state == SESS_ONLINE)
+        send_disconnect(s, reason, why);
+    sess_end(s);
+    s->state = SESS_CLOSING;
+    if (!s->bev)
+        return;
+    conn_close_after_flush(s);
+}
+
+/* ---- the end of a session on this connection -------------------------- */
+
+static void end_outbound(sess_t *s)
+{
+    dlvq_free(&s->inflight);
+    dlvq_free(&s->pending);
+}
+
+/*
+ * Called once when a session that sent CONNECT leaves CLAIMING/ONLINE:
+ * will, subscriber index, store state.
+ */
+static void sess_end(sess_t *s)
+{
+    broker_t *b = s->b;
+    if (s->state != SESS_CLAIMING && s->state != SESS_ONLINE)
+        return;
+    bool was_online = s->state == SESS_ONLINE;
+    if (s->cid && map_get(b->clients, s->cid, s->clen) == s)
+        map_del(b->clients, s->cid, s->clen);
+    b->stats.disconnects++;
+    if (!was_online)
+        return; /* the claim callback finishes the store side */
+
+    if (s->will && !s->disconnect_normal)
+        broker_publish_will(b, s);
+    msg_unref(&s->will);
+
+    subr_t *r = s->subr;
+    if (r) {
+        r->online = NULL;
+        if (!r->persistent) {
+            subs_clear(b, r);
+            r->gone = true;
+        }
+    }
+    if (s->persistent) {
+        store_session_offline(b->store, s->cid, s->clen, s->epoch,
+                              sl_now_ms(), NULL, NULL);
+    } else if (s->epoch) {
+        /* A stored session resumed for this connection only (v5 clean
+         * start 0, expiry 0) ends now. */
+        store_session_del(b->store, s->cid, s->clen, s->epoch, NULL, NULL);
+    }
+    end_outbound(s);
+    log_info("client '%s' %s disconnected", sess_name(s), s->peer);
+}
+
+void sess_on_transport_closed(sess_t *s, const char *why)
+{
+    if (s->state == SESS_CLOSED)
+        return;
+    if (why && s->state < SESS_CLOSING)
+        log_info("client '%s' %s: %s", sess_name(s), s->peer, why);
+    sess_end(s);
+    s->state = SESS_CLOSED;
+    if (s->bev) {
+        bufferevent_free(s->bev);
+        s->bev = NULL;
+    }
+    broker_conn_gone(s->b, s);
+}
+
+/* ---- outbound deliveries ----------------------------------------------- */
+
+static void dlvq_push(dlvq_t *q, dlv_t *d)
+{
+    d->next = NULL;
+    if (q->tail)
+        q->tail->next = d;
+    else
+        q->head = d;
+    q->tail = d;
+    q->len++;
+}
+
+static dlv_t *dlvq_pop(dlvq_t *q)
+{
+    dlv_t *d = q->head;
+    if (!d)
+        return NULL;
+    q->head = d->next;
+    if (!q->head)
+        q->tail = NULL;
+    q->len--;
+    return d;
+}
+
+/* Remove and return the entry with packet id pid. */
+static dlv_t *dlvq_take(dlvq_t *q, uint16_t pid)
+{
+    dlv_t *prev = NULL;
+    for (dlv_t *d = q->head; d; prev = d, d = d->next) {
+        if (d->pid != pid)
+            continue;
+        if (prev)
+            prev->next = d->next;
+        else
+            q->head = d->next;
+        if (q->tail == d)
+            q->tail = prev;
+        q->len--;
+        return d;
+    }
+    return NULL;
+}
+
+static dlv_t *dlvq_find(dlvq_t *q, uint16_t pid)
+{
+    for (dlv_t *d = q->head; d; d = d->next)
+        if (d->pid == pid)
+            return d;
+    return NULL;
+}
+
+static void payload_cleanup(const void *data, size_t len, void *arg)
+{
+    msg_t *m = arg;
+    msg_unref(&m);
+}
+
+/* The v5 properties of one outgoing PUBLISH. */
+static void publish_props(sess_t *s, const dlv_t *d, mqtt_out_t *o,
+                          uint16_t alias)
+{
+    const msg_t *m = d->msg;
+    if (m->expiry_at) {
+        uint64_t now = sl_now_ms();
+        uint64_t left = m->expiry_at > now ? (m->expiry_at - now + 999) / 1000
+                                           : 0;
+        mqtt_prop_u32(o, MQTT_P_MESSAGE_EXPIRY, (uint32_t)left);
+    }
+    if (alias)
+        mqtt_prop_u16(o, MQTT_P_TOPIC_ALIAS, alias);
+    for (uint8_t i = 0; i < d->n_subids; i++)
+        mqtt_prop_varint(o, MQTT_P_SUBSCRIPTION_ID, d->subids[i]);
+    if (m->props_len)
+        mqtt_put_bytes(o, m->props, m->props_len);
+}
+
+/* Outbound topic alias (v5): returns the alias and whether the topic must
+ * still be sent (first use of the alias). */
+static uint16_t alias_for(sess_t *s, const msg_t *m, bool *send_topic)
+{
+    *send_topic = true;
+    if (!s->alias_max_out)
+        return 0;
+    if (!s->alias_out && !(s->alias_out = map_new()))
+        return 0;
+    void *v = map_get(s->alias_out, m->topic, m->topic_len);
+    if (v) {
+        *send_topic = false;
+        return (uint16_t)(uintptr_t)v;
+    }
+    if (s->alias_next >= s->alias_max_out)
+        return 0;
+    uint16_t a = ++s->alias_next;
+    if (map_put(s->alias_out, m->topic, m->topic_len, (void *)(uintptr_t)a,
+                NULL) != SL_OK)
+        return 0;
+    return a;
+}
+
+/*
+ * Write one PUBLISH. Returns false when the client's maximum packet size
+ * forbids it (the message is then dropped as if delivered, MQTT 5 §3.1.2.25).
+ */
+static bool write_publish(sess_t *s, const dlv_t *d, bool dup)
+{
+    const msg_t *m = d->msg;
+    uint8_t pbuf[512];
+    mqtt_out_t props;
+    mqtt_bytes_t pb = {NULL, 0};
+    uint8_t *pheap = NULL;
+    bool send_topic = true;
+    uint16_t alias = 0;
+    if (s->version == MQTT_V5) {
+        alias = alias_for(s, m, &send_topic);
+        mqtt_out_init(&props, pbuf, sizeof(pbuf));
+        publish_props(s, d, &props, alias);
+        if (props.len > props.cap) {
+            pheap = malloc(props.len);
+            if (!pheap)
+                return false;
+            mqtt_out_init(&props, pheap, props.len);
+            publish_props(s, d, &props, alias);
+        }
+        pb.p = props.buf;
+        pb.len = (uint32_t)props.len;
+    }
+    mqtt_publish_t p = {
+        .dup = dup,
+        .qos = d->qos,
+        .retain = d->retain,
+        .topic = {(const uint8_t *)m->topic, send_topic ? m->topic_len : 0},
+        .packet_id = d->pid,
+        .payload = {m->payload, m->payload_len},
+    };
+    uint8_t hbuf[512];
+    mqtt_out_t h;
+    mqtt_out_init(&h, hbuf, sizeof(hbuf));
+    mqtt_enc_publish_header(&h, s->version, &p, m->payload_len,
+                            pb.len ? &pb : NULL);
+    bool ok = h.len + m->payload_len <= s->max_packet_out;
+    if (!ok) {
+        s->b->stats.dropped_too_large++;
+        goto done;
+    }
+    if (h.len > h.cap) {
+        uint8_t *hh = malloc(h.len);
+        if (!hh) {
+            ok = false;
+            goto done;
+        }
+        mqtt_out_init(&h, hh, h.len);
+        mqtt_enc_publish_header(&h, s->version, &p, m->payload_len,
+                                pb.len ? &pb : NULL);
+        send_out(s, &h);
+        free(hh);
+    } else {
+        send_out(s, &h);
+    }
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    if (m->payload_len >= PAYLOAD_REF_MIN) {
+        msg_t *ref = msg_ref((msg_t *)m);
+        if (evbuffer_add_reference(out, m->payload, m->payload_len,
+                                   payload_cleanup, ref) != 0)
+            msg_unref(&ref);
+    } else if (m->payload_len) {
+        evbuffer_add(out, m->payload, m->payload_len);
+    }
+    s->b->stats.bytes_out += m->payload_len;
+    s->b->stats.msgs_out++;
+done:
+    free(pheap);
+    return ok;
+}
+
+static uint16_t next_pid(sess_t *s)
+{
+    /* Skip ids still in flight (only possible after a wrap-around). */
+    for (;;) {
+        uint16_t pid = s->next_pid++;
+        if (s->next_pid == 0)
+            s->next_pid = 1;
+        if (!dlvq_find(&s->inflight, pid))
+            return pid;
+    }
+}
+
+static void dlv_done(sess_t *s, dlv_t *d)
+{
+    if (d->qid && s->persistent)
+        store_queue_ack(s->b->store, s->cid, s->clen, s->epoch, d->qid, NULL,
+                        NULL);
+    msg_unref(&d->msg);
+    free(d);
+}
+
+/* Send a QoS 1/2 delivery now: assign a packet id, record it in flight. */
+static void send_dlv(sess_t *s, dlv_t *d)
+{
+    d->pid = next_pid(s);
+    d->state = STORE_SENT;
+    if (!write_publish(s, d, false)) {
+        dlv_done(s, d);
+        return;
+    }
+    dlvq_push(&s->inflight, d);
+    if (d->qid && s->persistent)
+        store_queue_mark(s->b->store, s->cid, s->clen, s->epoch, d->qid,
+                         d->pid, STORE_SENT, NULL, NULL);
+}
+
+static bool expired(const msg_t *m)
+{
+    return m->expiry_at && m->expiry_at <= sl_now_ms();
+}
+
+static void pump(sess_t *s)
+{
+    while (s->state == SESS_ONLINE && s->inflight.len < s->window) {
+        dlv_t *d = dlvq_pop(&s->pending);
+        if (!d)
+            break;
+        if (expired(d->msg)) {
+            s->b->stats.dropped_expired++;
+            dlv_done(s, d);
+            continue;
+        }
+        send_dlv(s, d);
+    }
+}
+
+void sess_deliver(sess_t *s, msg_t *m, uint8_t qos, bool retain,
+                  const uint32_t *subids, uint8_t n_subids, uint64_t qid)
+{
+    if (qid) {
+        if (qid <= s->max_qid)
+            return; /* already loaded from the store */
+        s->max_qid = qid;
+    }
+    dlv_t tmp = {.msg = m, .qos = qos, .retain = retain,
+                 .n_subids = n_subids > 4 ? 4 : n_subids, .qid = qid};
+    if (n_subids)
+        memcpy(tmp.subids, subids, tmp.n_subids * sizeof(uint32_t));
+    if (qos == 0) {
+        struct evbuffer *out = bufferevent_get_output(s->bev);
+        if (evbuffer_get_length(out) > OUTPUT_BACKLOG_MAX) {
+            s->b->stats.dropped_queue_full++;
+            return;
+        }
+        write_publish(s, &tmp, false);
+        return;
+    }
+    uint32_t maxq = (uint32_t)s->b->conf->max_queued_messages;
+    if (s->inflight.len >= s->window && maxq && s->pending.len >= maxq) {
+        if (s->b->conf->queue_drop == QUEUE_DROP_NEW || !s->pending.head) {
+            s->b->stats.dropped_queue_full++;
+            return;
+        }
+        dlv_t *old = dlvq_pop(&s->pending);
+        s->b->stats.dropped_queue_full++;
+        dlv_done(s, old);
+    }
+    dlv_t *d = malloc(sizeof(*d));
+    if (!d)
+        return;
+    *d = tmp;
+    msg_ref(m);
+    if (s->inflight.len < s->window && !s->pending.head)
+        send_dlv(s, d);
+    else
+        dlvq_push(&s->pending, d);
+}
+
+/* Resend everything in flight after a session resumed (DUP set). */
+static void resend_inflight(sess_t *s)
+{
+    for (dlv_t *d = s->inflight.head; d; d = d->next) {
+        if (d->state == STORE_PUBREC)
+            send_ack(s, MQTT_PUBREL, d->pid, 0);
+        else
+            write_publish(s, d, true);
+    }
+}
+
+/* ---- CONNECT ----------------------------------------------------------- */
+
+typedef struct claim_ctx {
+    sess_t *s;
+} claim_ctx_t;
+
+static void send_connack(sess_t *s, bool present, const char *assigned)
+{
+    broker_t *b = s->b;
+    const sl_conf_t *c = b->conf;
+    uint8_t pbuf[512];
+    mqtt_out_t props;
+    mqtt_out_init(&props, pbuf, sizeof(pbuf));
+    if (s->version == MQTT_V5) {
+        if (s->expiry != s->b->conf->max_session_expiry &&
+            s->expiry_capped)
+            mqtt_prop_u32(&props, MQTT_P_SESSION_EXPIRY, s->expiry);
+        if (c->receive_maximum < 65535)
+            mqtt_prop_u16(&props, MQTT_P_RECEIVE_MAXIMUM,
+                          (uint16_t)c->receive_maximum);
+        if (c->max_qos < 2)
+            mqtt_prop_u8(&props, MQTT_P_MAXIMUM_QOS, (uint8_t)c->max_qos);
+        if (!c->retain_available)
+            mqtt_prop_u8(&props, MQTT_P_RETAIN_AVAILABLE, 0);
+        mqtt_prop_u32(&props, MQTT_P_MAXIMUM_PACKET_SIZE, c->max_packet_size);
+        if (assigned)
+            mqtt_prop_str(&props, MQTT_P_ASSIGNED_CLIENT_ID, assigned,
+                          strlen(assigned));
+        mqtt_prop_u16(&props, MQTT_P_TOPIC_ALIAS_MAXIMUM,
+                      (uint16_t)c->max_topic_alias);
+        mqtt_prop_u8(&props, MQTT_P_SUB_ID_AVAILABLE, 1);
+        mqtt_prop_u8(&props, MQTT_P_SHARED_SUB_AVAILABLE, 0);
+        if (s->keepalive_overridden)
+            mqtt_prop_u16(&props, MQTT_P_SERVER_KEEP_ALIVE, s->keepalive);
+    }
+    mqtt_bytes_t pb = {pbuf, (uint32_t)props.len};
+    SEND_ENCODED(s, mqtt_enc_connack(&o_, s->version, present, 0,
+                                     pb.len ? &pb : NULL));
+}
+
+static void set_keepalive_timeout(sess_t *s)
+{
+    if (!s->bev)
+        return;
+    if (s->keepalive == 0) {
+        bufferevent_set_timeouts(s->bev, NULL, NULL);
+        return;
+    }
+    /* MQTT §3.1.2.10: one and a half times the keep alive period. */
+    uint64_t ms = (uint64_t)s->keepalive * 1500u;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    bufferevent_set_timeouts(s->bev, &tv, NULL);
+}
+
+static subr_t *subr_for_session(sess_t *s, const store_claim_t *c)
+{
+    broker_t *b = s->b;
+    subr_t *r = map_get(b->psessions, s->cid, s->clen);
+    if (r && (!s->persistent || !c || !c->present)) {
+        /* The stored session is discarded or no longer persistent. */
+        map_del(b->psessions, s->cid, s->clen);
+        subs_clear(b, r);
+        r->gone = true;
+        subr_unref(&r);
+    }
+    if (!r) {
+        r = subr_new(s->cid, s->clen, s->persistent);
+        if (!r)
+            return NULL;
+        if (s->persistent &&
+            map_put(b->psessions, s->cid, s->clen, r, NULL) != SL_OK) {
+            subr_unref(&r);
+            return NULL;
+        }
+        if (s->persistent)
+            subr_ref(r); /* one for the index, one for the session */
+    } else {
+        subr_ref(r);
+    }
+    /* Subscriptions the store has and the index lacks (after a restart). */
+    for (size_t i = 0; c && c->present && i < c->n_subs; i++) {
+        const store_sub_t *ss = &c->subs[i];
+        if (map_get(r->subs, ss->filter, ss->flen))
+            continue;
+        sub_t sub = {.qos = ss->opts & 3, .no_local = (ss->opts >> 2) & 1,
+                     .retain_as_published = (ss->opts >> 3) & 1,
+                     .retain_handling = (ss->opts >> 4) & 3,
+                     .sub_id = ss->sub_id};
+        bool existed;
+        subs_add(b, r, ss->filter, ss->flen, &sub, &existed);
+    }
+    s->n_subs = (uint32_t)map_count(r->subs);
+    return r;
+}
+
+static void load_queue(sess_t *s, const store_claim_t *c)
+{
+    uint16_t maxpid = 0;
+    for (size_t i = 0; i < c->n_entries; i++) {
+        const store_entry_t *e = &c->entries[i];
+        dlv_t *d = calloc(1, sizeof(*d));
+        if (!d)
+            break;
+        d->msg = msg_ref(e->msg);
+        d->qid = e->id;
+        d->qos = e->qos;
+        d->pid = e->pid;
+        d->state = e->state;
+        if (e->id > s->max_qid)
+            s->max_qid = e->id;
+        if (e->pid) {
+            dlvq_push(&s->inflight, d);
+            if (e->pid > maxpid)
+                maxpid = e->pid;
+        } else {
+            dlvq_push(&s->pending, d);
+        }
+    }
+    s->next_pid = (uint16_t)(maxpid + 1) ? (uint16_t)(maxpid + 1) : 1;
+    for (size_t i = 0; i < c->n_inbound; i++) {
+        if (s->n_in_qos2 == s->cap_in_qos2) {
+            uint32_t nc = s->cap_in_qos2 ? s->cap_in_qos2 * 2 : 8;
+            uint16_t *n = realloc(s->in_qos2, nc * sizeof(*n));
+            if (!n)
+                break;
+            s->in_qos2 = n;
+            s->cap_in_qos2 = nc;
+        }
+        s->in_qos2[s->n_in_qos2++] = c->inbound[i];
+    }
+}
+
+static void go_online(sess_t *s, const store_claim_t *c, const char *assigned)
+{
+    broker_t *b = s->b;
+    s->subr = subr_for_session(s, c);
+    if (!s->subr) {
+        sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
+        return;
+    }
+    s->subr->online = s;
+    s->subr->gone = false;
+    bool present = c && c->present;
+    if (present)
+        load_queue(s, c);
+    send_connack(s, present, assigned);
+    s->state = SESS_ONLINE;
+    set_keepalive_timeout(s);
+    b->stats.connects++;
+    log_info("client '%s' %s connected (v%s, %s, keepalive %u%s)",
+             sess_name(s), s->peer,
+             s->version == MQTT_V5 ? "5" : s->version == MQTT_V311 ? "3.1.1"
+                                                                 : "3.1",
+             s->clean ? "clean" : "resume", s->keepalive,
+             present ? ", session present" : "");
+    resend_inflight(s);
+    pump(s);
+}
+
+static void on_claimed(void *arg, int status, const store_claim_t *c)
+{
+    sess_t *s = arg;
+    broker_t *b = s->b;
+    if (status == SL_OK)
+        s->epoch = c->epoch;
+    if (s->state != SESS_CLAIMING) {
+        /* The connection went away while the store worked. */
+        if (status == SL_OK) {
+            if (s->persistent)
+                store_session_offline(b->store, s->cid, s->clen, c->epoch,
+                                      sl_now_ms(), NULL, NULL);
+            else
+                store_session_del(b->store, s->cid, s->clen, c->epoch, NULL,
+                                  NULL);
+        }
+        sess_unref(&s);
+        return;
+    }
+    if (status != SL_OK) {
+        b->stats.store_errors++;
+        log_warning("store: claiming the session of client '%s' failed: %s",
+                    sess_name(s), sl_strerror(status));
+        send_connack_refusal(s, s->version,
+                             s->version == MQTT_V5
+                                 ? MQTT_RC_SERVER_UNAVAILABLE
+                                 : MQTT_V3_SERVER_UNAVAILABLE);
+        s->state = SESS_NEW; /* nothing to end */
+        sess_close(s, 0, "session store unavailable");
+        sess_unref(&s);
+        return;
+    }
+    go_online(s, c, NULL);
+    if (s->state == SESS_ONLINE && s->bev)
+        sess_on_input(s); /* packets that arrived while claiming */
+    sess_unref(&s);
+}
+
+static char *gen_client_id(broker_t *b)
+{
+    char *id = malloc(40);
+    if (id)
+        snprintf(id, 40, "auto-%08x%08" PRIx64, (unsigned)rand(),
+                 ++b->id_seq);
+    return id;
+}
+
+/* Refuse a CONNECT: CONNACK with the version's code, then close. */
+static void refuse(sess_t *s, uint8_t v3code, uint8_t v5code, const char *why)
+{
+    send_connack_refusal(s, s->version,
+                         s->version == MQTT_V5 ? v5code : v3code);
+    sess_close(s, 0, why);
+}
+
+static msg_t *make_will(sess_t *s, const mqtt_connect_t *c);
+
+static int check_will(sess_t *s, const mqtt_connect_t *c)
+{
+    const sl_conf_t *conf = s->b->conf;
+    if (!c->will)
+        return SL_OK;
+    if (topic_name_check((const char *)c->will_topic.p, c->will_topic.len,
+                         (size_t)conf->max_topic_length) != SL_OK) {
+        refuse(s, MQTT_V3_NOT_AUTHORIZED, MQTT_RC_TOPIC_NAME_INVALID,
+               "invalid will topic");
+        return SL_ETOPIC;
+    }
+    if (c->will_qos > conf->max_qos) {
+        refuse(s, MQTT_V3_NOT_AUTHORIZED, MQTT_RC_QOS_NOT_SUPPORTED,
+               "will QoS not supported");
+        return SL_EPROTOCOL;
+    }
+    if (c->will_retain && !conf->retain_available) {
+        refuse(s, MQTT_V3_NOT_AUTHORIZED, MQTT_RC_RETAIN_NOT_SUPPORTED,
+               "will retain not supported");
+        return SL_EPROTOCOL;
+    }
+    return SL_OK;
+}
+
+static void connect_props(sess_t *s, const mqtt_packet_t *p)
+{
+    const mqtt_props_t *pr = &p->props;
+    const sl_conf_t *conf = s->b->conf;
+    s->window = (uint32_t)conf->max_inflight_messages;
+    if (s->version != MQTT_V5)
+        return;
+    if (mqtt_props_has(pr, MQTT_P_SESSION_EXPIRY)) {
+        s->expiry = pr->session_expiry;
+        if (s->expiry > conf->max_session_expiry) {
+            s->expiry = conf->max_session_expiry;
+            s->expiry_capped = true;
+        }
+    }
+    if (mqtt_props_has(pr, MQTT_P_RECEIVE_MAXIMUM) &&
+        pr->receive_maximum < s->window)
+        s->window = pr->receive_maximum;
+    if (mqtt_props_has(pr, MQTT_P_MAXIMUM_PACKET_SIZE))
+        s->max_packet_out = pr->maximum_packet_size;
+    if (mqtt_props_has(pr, MQTT_P_TOPIC_ALIAS_MAXIMUM))
+        s->alias_max_out = pr->topic_alias_maximum;
+    s->request_problem_info = !mqtt_props_has(pr, MQTT_P_REQUEST_PROBLEM_INFO) ||
+                              pr->request_problem_info;
+}
+
+static void handle_connect(sess_t *s, mqtt_packet_t *p)
+{
+    broker_t *b = s->b;
+    const sl_conf_t *conf = b->conf;
+    const mqtt_connect_t *c = &p->u.connect;
+    char *assigned = NULL;
+
+    s->version = c->version;
+    s->clean = c->clean;
+    s->keepalive = c->keepalive;
+    connect_props(s, p);
+    if (s->version != MQTT_V5)
+        s->expiry = c->clean ? 0
+                    : conf->persistent_client_expiration
+                        ? conf->persistent_client_expiration
+                        : UINT32_MAX;
+    s->persistent = s->expiry > 0;
+
+    if (s->version == MQTT_V5 &&
+        mqtt_props_has(&p->props, MQTT_P_AUTH_METHOD)) {
+        refuse(s, 0, MQTT_RC_BAD_AUTH_METHOD,
+               "enhanced authentication method not supported");
+        return;
+    }
+    if (conf->max_keepalive && (s->keepalive > conf->max_keepalive ||
+                                s->keepalive == 0)) {
+        if (s->version != MQTT_V5) {
+            refuse(s, MQTT_V3_ID_REJECTED, 0, "keepalive above max_keepalive");
+            return;
+        }
+        s->keepalive = (uint16_t)conf->max_keepalive;
+        s->keepalive_overridden = true;
+    }
+    if (c->client_id.len == 0) {
+        if (!conf->allow_zero_length_clientid ||
+            (s->version != MQTT_V5 && !c->clean) ||
+            s->version == MQTT_V31) {
+            refuse(s, MQTT_V3_ID_REJECTED, MQTT_RC_CLIENTID_NOT_VALID,
+                   "zero-length client id refused");
+            return;
+        }
+        s->cid = gen_client_id(b);
+        if (s->version == MQTT_V5)
+            assigned = s->cid;
+    } else {
+        s->cid = malloc(c->client_id.len + 1);
+        if (s->cid) {
+            memcpy(s->cid, c->client_id.p, c->client_id.len);
+            s->cid[c->client_id.len] = '\0';
+        }
+    }
+    if (!s->cid) {
+        refuse(s, MQTT_V3_SERVER_UNAVAILABLE, MQTT_RC_SERVER_UNAVAILABLE,
+               "out of memory");
+        return;
+    }
+    s->clen = strlen(s->cid);
+    if (s->clen != c->client_id.len && c->client_id.len) {
+        refuse(s, MQTT_V3_ID_REJECTED, MQTT_RC_CLIENTID_NOT_VALID,
+               "client id contains NUL");
+        return;
+    }
+    if (check_will(s, c) != SL_OK)
+        return;
+    if (c->will && !(s->will = make_will(s, c))) {
+        refuse(s, MQTT_V3_SERVER_UNAVAILABLE, MQTT_RC_SERVER_UNAVAILABLE,
+               "out of memory");
+        return;
+    }
+    if (s->will && s->version == MQTT_V5)
+        s->will_delay = c->will_props.will_delay;
+    if (c->has_username) {
+        s->username = strndup((const char *)c->username.p, c->username.len);
+    }
+
+    /* Takeover: the existing connection of this client id is closed. */
+    sess_t *old = map_get(b->clients, s->cid, s->clen);
+    if (old) {
+        old->taken_over = true;
+        sess_close(old, MQTT_RC_SESSION_TAKEN_OVER, "session taken over");
+        map_del(b->clients, s->cid, s->clen);
+    }
+    if (map_put(b->clients, s->cid, s->clen, s, NULL) != SL_OK) {
+        refuse(s, MQTT_V3_SERVER_UNAVAILABLE, MQTT_RC_SERVER_UNAVAILABLE,
+               "out of memory");
+        return;
+    }
+    broker_cancel_delayed_will(b, s->cid, s->clen);
+    s->state = SESS_CLAIMING;
+
+    bool stored = map_get(b->psessions, s->cid, s->clen) != NULL;
+    if (!s->persistent && s->clean && !stored) {
+        go_online(s, NULL, assigned);
+        return;
+    }
+    store_session_t rec = {.version = s->version, .expiry = s->expiry,
+                           .will = s->will, .will_delay = s->will_delay};
+    sess_ref(s);
+    store_claim(b->store, s->cid, s->clen, s->clean, &rec, on_claimed, s);
+}
+
+/* ---- PUBLISH (client -> broker) ---------------------------------------- */
+
+/* The v5 properties that travel with the message, re-encoded. */
+static void forward_props(const mqtt_props_t *pr, mqtt_out_t *o)
+{
+    if (mqtt_props_has(pr, MQTT_P_PAYLOAD_FORMAT))
+        mqtt_prop_u8(o, MQTT_P_PAYLOAD_FORMAT, pr->payload_format);
+    if (mqtt_props_has(pr, MQTT_P_CONTENT_TYPE))
+        mqtt_prop_str(o, MQTT_P_CONTENT_TYPE, pr->content_type.p,
+                      pr->content_type.len);
+    if (mqtt_props_has(pr, MQTT_P_RESPONSE_TOPIC))
+        mqtt_prop_str(o, MQTT_P_RESPONSE_TOPIC, pr->response_topic.p,
+                      pr->response_topic.len);
+    if (mqtt_props_has(pr, MQTT_P_CORRELATION_DATA))
+        mqtt_prop_str(o, MQTT_P_CORRELATION_DATA, pr->correlation_data.p,
+                      pr->correlation_data.len);
+    size_t cur = 0;
+    mqtt_bytes_t k, v;
+    while (mqtt_props_user_next(pr, &cur, &k, &v))
+        mqtt_prop_pair(o, MQTT_P_USER_PROPERTY, k.p, k.len, v.p, v.len);
+}
+
+static msg_t *msg_from(const mqtt_props_t *pr, int version, const void *topic,
+                       size_t tlen, mqtt_bytes_t payload, uint8_t qos,
+                       bool retain)
+{
+    uint8_t buf[512];
+    uint8_t *heap = NULL;
+    mqtt_out_t o;
+    mqtt_out_init(&o, buf, sizeof(buf));
+    uint64_t expiry_at = 0;
+    if (version == MQTT_V5) {
+        forward_props(pr, &o);
+        if (o.len > o.cap) {
+            heap = malloc(o.len);
+            if (!heap)
+                return NULL;
+            mqtt_out_init(&o, heap, o.len);
+            forward_props(pr, &o);
+        }
+        if (mqtt_props_has(pr, MQTT_P_MESSAGE_EXPIRY))
+            expiry_at = sl_now_ms() + (uint64_t)pr->message_expiry * 1000u;
+    }
+    msg_t *m = msg_new(topic, tlen, payload.p, payload.len, o.buf, o.len, qos,
+                       retain, expiry_at);
+    free(heap);
+    return m;
+}
+
+static msg_t *make_will(sess_t *s, const mqtt_connect_t *c)
+{
+    return msg_from(&c->will_props, s->version, c->will_topic.p,
+                    c->will_topic.len, c->will_payload, c->will_qos,
+                    c->will_retain);
+}
+
+typedef struct pubctx {
+    sess_t *s;
+    uint16_t pid;
+    uint8_t qos;
+} pubctx_t;
+
+static bool in_qos2_has(const sess_t *s, uint16_t pid)
+{
+    for (uint32_t i = 0; i < s->n_in_qos2; i++)
+        if (s->in_qos2[i] == pid)
+            return true;
+    return false;
+}
+
+static int in_qos2_add(sess_t *s, uint16_t pid)
+{
+    if (s->n_in_qos2 == s->cap_in_qos2) {
+        uint32_t nc = s->cap_in_qos2 ? s->cap_in_qos2 * 2 : 8;
+        uint16_t *n = realloc(s->in_qos2, nc * sizeof(*n));
+        if (!n)
+            return SL_ENOMEM;
+        s->in_qos2 = n;
+        s->cap_in_qos2 = nc;
+    }
+    s->in_qos2[s->n_in_qos2++] = pid;
+    if (s->persistent)
+        store_inbound_put(s->b->store, s->cid, s->clen, s->epoch, pid, NULL,
+                          NULL);
+    return SL_OK;
+}
+
+static bool in_qos2_del(sess_t *s, uint16_t pid)
+{
+    for (uint32_t i = 0; i < s->n_in_qos2; i++) {
+        if (s->in_qos2[i] != pid)
+            continue;
+        s->in_qos2[i] = s->in_qos2[--s->n_in_qos2];
+        if (s->persistent)
+            store_inbound_del(s->b->store, s->cid, s->clen, s->epoch, pid,
+                              NULL, NULL);
+        return true;
+    }
+    return false;
+}
+
+static void on_routed(void *arg, int status, bool matched)
+{
+    pubctx_t *pc = arg;
+    sess_t *s = pc->s;
+    if (s->in_flight_in)
+        s->in_flight_in--;
+    if (s->state == SESS_ONLINE) {
+        if (status == SL_OK) {
+            uint8_t code = matched || s->version != MQTT_V5
+                               ? MQTT_RC_SUCCESS
+                               : MQTT_RC_NO_MATCHING_SUBSCRIBERS;
+            send_ack(s, pc->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, pc->pid,
+                     code);
+        } else {
+            /* Not safe: no positive ack, so the client publishes again. */
+            log_warning("publish from client '%s' not stored: %s",
+                        sess_name(s), sl_strerror(status));
+            if (pc->qos == 2)
+                in_qos2_del(s, pc->pid);
+            if (s->version == MQTT_V5)
+                send_ack(s, pc->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, pc->pid,
+                         MQTT_RC_UNSPECIFIED);
+        }
+    }
+    sess_unref(&pc->s);
+    free(pc);
+}
+
+/* Resolve the topic of an inbound PUBLISH, applying a v5 topic alias. */
+static int publish_topic(sess_t *s, const mqtt_packet_t *p, const char **topic,
+                         size_t *tlen)
+{
+    const mqtt_publish_t *pub = &p->u.publish;
+    *topic = (const char *)pub->topic.p;
+    *tlen = pub->topic.len;
+    if (s->version != MQTT_V5 ||
+        !mqtt_props_has(&p->props, MQTT_P_TOPIC_ALIAS))
+        return pub->topic.len ? SL_OK : SL_EPROTOCOL;
+    uint16_t a = p->props.topic_alias;
+    int max = s->b->conf->max_topic_alias;
+    if (a == 0 || a > max)
+        return SL_EINVAL;
+    if (!s->alias_in && !(s->alias_in = calloc((size_t)max + 1, sizeof(char *))))
+        return SL_ENOMEM;
+    if (pub->topic.len == 0) {
+        if (!s->alias_in[a])
+            return SL_EPROTOCOL;
+        *topic = s->alias_in[a];
+        *tlen = strlen(s->alias_in[a]);
+        return SL_OK;
+    }
+    free(s->alias_in[a]);
+    s->alias_in[a] = strndup(*topic, *tlen);
+    return s->alias_in[a] ? SL_OK : SL_ENOMEM;
+}
+
+static void handle_publish(sess_t *s, mqtt_packet_t *p)
+{
+    broker_t *b = s->b;
+    const sl_conf_t *conf = b->conf;
+    const mqtt_publish_t *pub = &p->u.publish;
+    const char *topic;
+    size_t tlen;
+
+    int rc = publish_topic(s, p, &topic, &tlen);
+    if (rc == SL_EINVAL) {
+        sess_close(s, MQTT_RC_TOPIC_ALIAS_INVALID, "invalid topic alias");
+        return;
+    }
+    if (rc != SL_OK) {
+        sess_close(s, MQTT_RC_PROTOCOL_ERROR, "unknown topic alias");
+        return;
+    }
+    if (topic_name_check(topic, tlen, (size_t)conf->max_topic_length) !=
+            SL_OK ||
+        topic_levels(topic, tlen) > (size_t)conf->max_topic_levels) {
+        sess_close(s, MQTT_RC_TOPIC_NAME_INVALID, "invalid topic in PUBLISH");
+        return;
+    }
+    if (pub->qos > conf->max_qos) {
+        sess_close(s, MQTT_RC_QOS_NOT_SUPPORTED, "QoS not supported");
+        return;
+    }
+    if (pub->retain && !conf->retain_available) {
+        sess_close(s, MQTT_RC_RETAIN_NOT_SUPPORTED, "retain not supported");
+        return;
+    }
+    b->stats.msgs_in++;
+    if (pub->qos == 2 && in_qos2_has(s, pub->packet_id)) {
+        send_ack(s, MQTT_PUBREC, pub->packet_id, 0); /* duplicate */
+        return;
+    }
+    if (pub->qos > 0 && s->version == MQTT_V5 &&
+        s->in_flight_in >= (uint32_t)conf->receive_maximum) {
+        sess_close(s, MQTT_RC_RECEIVE_MAX_EXCEEDED, "receive maximum exceeded");
+        return;
+    }
+    if (tlen >= 4 && memcmp(topic, "$SYS", 4) == 0) {
+        /* Clients do not publish into the broker's own tree: drop. */
+        if (pub->qos)
+            send_ack(s, pub->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC,
+                     pub->packet_id, 0);
+        return;
+    }
+    msg_t *m = msg_from(&p->props, s->version, topic, tlen, pub->payload,
+                        pub->qos, pub->retain);
+    if (!m) {
+        sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
+        return;
+    }
+    if (pub->qos == 0) {
+        router_publish(b, s, m, NULL, NULL);
+        msg_unref(&m);
+        return;
+    }
+    if (pub->qos == 2 && in_qos2_add(s, pub->packet_id) != SL_OK) {
+        msg_unref(&m);
+        sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
+        return;
+    }
+    pubctx_t *pc = malloc(sizeof(*pc));
+    if (!pc) {
+        msg_unref(&m);
+        sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
+        return;
+    }
+    sess_ref(s);
+    *pc = (pubctx_t){.s = s, .pid = pub->packet_id, .qos = pub->qos};
+    s->in_flight_in++;
+    router_publish(b, s, m, on_routed, pc);
+    msg_unref(&m);
+}
+
+/* ---- acknowledgements (client -> broker) ------------------------------- */
+
+static void handle_puback(sess_t *s, const mqtt_packet_t *p)
+{
+    dlv_t *d = dlvq_find(&s->inflight, p->u.ack.packet_id);
+    if (!d || d->qos != 1)
+        return; /* unknown id: nothing to do (MQTT 5 §4.3.2) */
+    dlvq_take(&s->inflight, d->pid);
+    dlv_done(s, d);
+    pump(s);
+}
+
+static void handle_pubrec(sess_t *s, const mqtt_packet_t *p)
+{
+    uint16_t pid = p->u.ack.packet_id;
+    dlv_t *d = dlvq_find(&s->inflight, pid);
+    if (!d || d->qos != 2) {
+        if (s->version == MQTT_V5)
+            send_ack(s, MQTT_PUBREL, pid, MQTT_RC_PACKET_ID_NOT_FOUND);
+        return;
+    }
+    if (p->u.ack.code >= 0x80) {
+        /* v5: the receiver refused the message; the flow ends here. */
+        dlvq_take(&s->inflight, pid);
+        dlv_done(s, d);
+        pump(s);
+        return;
+    }
+    if (d->state != STORE_PUBREC) {
+        d->state = STORE_PUBREC;
+        if (d->qid && s->persistent)
+            store_queue_mark(s->b->store, s->cid, s->clen, s->epoch, d->qid,
+                             pid, STORE_PUBREC, NULL, NULL);
+        msg_unref(&d->msg); /* the payload is no longer needed */
+        d->msg = NULL;
+    }
+    send_ack(s, MQTT_PUBREL, pid, 0);
+}
+
+static void handle_pubcomp(sess_t *s, const mqtt_packet_t *p)
+{
+    dlv_t *d = dlvq_find(&s->inflight, p->u.ack.packet_id);
+    if (!d || d->qos != 2 || d->state != STORE_PUBREC)
+        return;
+    dlvq_take(&s->inflight, d->pid);
+    dlv_done(s, d);
+    pump(s);
+}
+
+static void handle_pubrel(sess_t *s, const mqtt_packet_t *p)
+{
+    uint16_t pid = p->u.ack.packet_id;
+    bool known = in_qos2_del(s, pid);
+    send_ack(s, MQTT_PUBCOMP, pid,
+             known || s->version != MQTT_V5 ? 0 : MQTT_RC_PACKET_ID_NOT_FOUND);
+}
+
+/* ---- SUBSCRIBE / UNSUBSCRIBE ------------------------------------------- */
+
+static bool denied(const broker_t *b, const char *f, size_t flen)
+{
+    for (size_t i = 0; i < b->n_deny; i++) {
+        size_t dl = strlen(b->deny[i]);
+        if ((dl == flen && memcmp(b->deny[i], f, flen) == 0) ||
+            (!memchr(f, '+', flen) && !memchr(f, '#', flen) &&
+             topic_matches(b->deny[i], dl, f, flen)))
+            return true;
+    }
+    return false;
+}
+
+static uint8_t refuse_code(const sess_t *s, uint8_t v5code)
+{
+    return s->version == MQTT_V5 ? v5code : 0x80;
+}
+
+/* One filter of a SUBSCRIBE: returns the SUBACK code. *send_retained tells
+ * whether retained messages are to be sent for it. */
+static uint8_t subscribe_one(sess_t *s, const mqtt_sub_t *ms, uint32_t sub_id,
+                             bool *send_retained, sub_t *out)
+{
+    broker_t *b = s->b;
+    const sl_conf_t *conf = b->conf;
+    const char *f = (const char *)ms->filter.p;
+    size_t flen = ms->filter.len;
+    *send_retained = false;
+    if (topic_filter_check(f, flen, (size_t)conf->max_topic_length) != SL_OK ||
+        topic_levels(f, flen) > (size_t)conf->max_topic_levels)
+        return refuse_code(s, MQTT_RC_TOPIC_FILTER_INVALID);
+    const char *g, *inner;
+    size_t glen, ilen;
+    int sh = topic_share_parse(f, flen, &g, &glen, &inner, &ilen);
+    if (sh != 0) /* TODO(issue 4): shared subscriptions */
+        return refuse_code(s, MQTT_RC_SHARED_SUB_NOT_SUPPORTED);
+    if (denied(b, f, flen))
+        return refuse_code(s, MQTT_RC_NOT_AUTHORIZED);
+    bool existing = map_get(s->subr->subs, f, flen) != NULL;
+    if (!existing && conf->max_subscriptions &&
+        s->n_subs >= (uint32_t)conf->max_subscriptions)
+        return refuse_code(s, MQTT_RC_QUOTA_EXCEEDED);
+    sub_t sub = {.qos = ms->qos > conf->max_qos ? (uint8_t)conf->max_qos
+                                                : ms->qos,
+                 .no_local = ms->no_local,
+                 .retain_as_published = ms->retain_as_published,
+                 .retain_handling = ms->retain_handling,
+                 .sub_id = sub_id};
+    bool existed;
+    if (subs_add(b, s->subr, f, flen, &sub, &existed) != SL_OK)
+        return refuse_code(s, MQTT_RC_UNSPECIFIED);
+    if (!existed)
+        s->n_subs++;
+    if (s->persistent) {
+        /* TODO(issue 5): wait for the store before SUBACK. */
+        store_sub_t ss = {.filter = f, .flen = flen,
+                          .opts = (uint8_t)(sub.qos | sub.no_local << 2 |
+                                            sub.retain_as_published << 3 |
+                                            sub.retain_handling << 4),
+                          .sub_id = sub_id};
+        store_sub_put(b->store, s->cid, s->clen, s->epoch, &ss, NULL, NULL);
+    }
+    *send_retained = sub.retain_handling == 0 ||
+                     (sub.retain_handling == 1 && !existed);
+    *out = sub;
+    return sub.qos;
+}
+
+static void handle_subscribe(sess_t *s, mqtt_packet_t *p)
+{
+    uint32_t n = p->u.sub.count;
+    uint8_t codes_stack[64];
+    uint8_t *codes = n <= sizeof(codes_stack) ? codes_stack : malloc(n);
+    bool *retained = calloc(n, sizeof(bool));
+    sub_t *subs = calloc(n, sizeof(sub_t));
+    if (!codes || !retained || !subs) {
+        sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
+        goto done;
+    }
+    uint32_t sub_id = mqtt_props_has(&p->props, MQTT_P_SUBSCRIPTION_ID)
+                          ? p->props.subscription_id
+                          : 0;
+    size_t cur = 0;
+    mqtt_sub_t ms;
+    for (uint32_t i = 0; i < n && mqtt_sub_next(p, s->version, &cur, &ms); i++)
+        codes[i] = subscribe_one(s, &ms, sub_id, &retained[i], &subs[i]);
+    SEND_ENCODED(s, mqtt_enc_suback(&o_, s->version, MQTT_SUBACK,
+                                    p->u.sub.packet_id, codes, n, NULL));
+    cur = 0;
+    for (uint32_t i = 0; i < n && mqtt_sub_next(p, s->version, &cur, &ms); i++)
+        if (retained[i])
+            router_send_retained(s->b, s, (const char *)ms.filter.p,
+                                 ms.filter.len, &subs[i]);
+done:
+    if (codes != codes_stack)
+        free(codes);
+    free(retained);
+    free(subs);
+}
+
+static void handle_unsubscribe(sess_t *s, mqtt_packet_t *p)
+{
+    uint32_t n = p->u.sub.count;
+    uint8_t codes_stack[64];
+    uint8_t *codes = n <= sizeof(codes_stack) ? codes_stack : malloc(n);
+    if (!codes) {
+        sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
+        return;
+    }
+    size_t cur = 0;
+    mqtt_sub_t ms;
+    for (uint32_t i = 0; i < n && mqtt_sub_next(p, s->version, &cur, &ms);
+         i++) {
+        const char *f = (const char *)ms.filter.p;
+        if (subs_remove(s->b, s->subr, f, ms.filter.len) == SL_OK) {
+            codes[i] = MQTT_RC_SUCCESS;
+            if (s->n_subs)
+                s->n_subs--;
+            if (s->persistent)
+                store_sub_del(s->b->store, s->cid, s->clen, s->epoch, f,
+                              ms.filter.len, NULL, NULL);
+        } else {
+            codes[i] = MQTT_RC_NO_SUBSCRIPTION_EXISTED;
+        }
+    }
+    SEND_ENCODED(s, mqtt_enc_suback(&o_, s->version, MQTT_UNSUBACK,
+                                    p->u.sub.packet_id, codes, n, NULL));
+    if (codes != codes_stack)
+        free(codes);
+}
+
+/* ---- DISCONNECT, PINGREQ, AUTH ----------------------------------------- */
+
+static void handle_disconnect(sess_t *s, const mqtt_packet_t *p)
+{
+    if (s->version == MQTT_V5) {
+        if (mqtt_props_has(&p->props, MQTT_P_SESSION_EXPIRY)) {
+            uint32_t e = p->props.session_expiry;
+            if (s->expiry == 0 && e > 0) {
+                sess_close(s, MQTT_RC_PROTOCOL_ERROR,
+                           "session expiry changed from 0 in DISCONNECT");
+                return;
+            }
+            if (e > s->b->conf->max_session_expiry)
+                e = s->b->conf->max_session_expiry;
+            if (e != s->expiry && s->persistent) {
+                s->expiry = e;
+                if (e == 0) {
+                    s->persistent = false;
+                    if (s->subr)
+                        s->subr->persistent = false;
+                    map_t *ps = s->b->psessions;
+                    subr_t *r = map_del(ps, s->cid, s->clen);
+                    subr_unref(&r);
+                } else {
+                    store_session_t rec = {.version = s->version,
+                                           .expiry = e, .will = s->will,
+                                           .will_delay = s->will_delay};
+                    store_session_put(s->b->store, s->cid, s->clen, s->epoch,
+                                      &rec, NULL, NULL);
+                }
+            }
+        }
+        s->disconnect_normal = p->u.reason.code != MQTT_RC_DISCONNECT_WITH_WILL;
+    } else {
+        s->disconnect_normal = true;
+    }
+    sess_close(s, 0, NULL);
+}
+
+/* ---- input ------------------------------------------------------------- */
+
+static void handle_packet(sess_t *s, mqtt_packet_t *p)
+{
+    if (s->state == SESS_NEW) {
+        if (p->type != MQTT_CONNECT) {
+            sess_close(s, 0, "first packet is not CONNECT");
+            return;
+        }
+        handle_connect(s, p);
+        return;
+    }
+    switch (p->type) {
+    case MQTT_CONNECT:
+        sess_close(s, MQTT_RC_PROTOCOL_ERROR, "second CONNECT");
+        break;
+    case MQTT_PUBLISH:
+        handle_publish(s, p);
+        break;
+    case MQTT_PUBACK:
+        handle_puback(s, p);
+        break;
+    case MQTT_PUBREC:
+        handle_pubrec(s, p);
+        break;
+    case MQTT_PUBREL:
+        handle_pubrel(s, p);
+        break;
+    case MQTT_PUBCOMP:
+        handle_pubcomp(s, p);
+        break;
+    case MQTT_SUBSCRIBE:
+        handle_subscribe(s, p);
+        break;
+    case MQTT_UNSUBSCRIBE:
+        handle_unsubscribe(s, p);
+        break;
+    case MQTT_PINGREQ:
+        SEND_ENCODED(s, mqtt_enc_pingresp(&o_));
+        break;
+    case MQTT_DISCONNECT:
+        handle_disconnect(s, p);
+        break;
+    case MQTT_AUTH:
+        sess_close(s, MQTT_RC_PROTOCOL_ERROR, "AUTH without an auth method");
+        break;
+    default:
+        sess_close(s, MQTT_RC_PROTOCOL_ERROR, "unexpected packet type");
+        break;
+    }
+}
+
+static void decode_error(sess_t *s, int rc, const mqtt_packet_t *p)
+{
+    char why[96];
+    s->b->stats.protocol_errors++;
+    if (rc == SL_EVERSION && s->state == SESS_NEW) {
+        /* MQTT 3.1.1 §3.1.2.2: CONNACK 0x01 then close. */
+        int v = p->u.connect.version == MQTT_V5 ? MQTT_V5 : MQTT_V311;
+        send_connack_refusal(s, v, v == MQTT_V5 ? MQTT_RC_UNSUPPORTED_VERSION
+                                                : MQTT_V3_BAD_VERSION);
+        snprintf(why, sizeof(why), "unsupported protocol version %u",
+                 p->u.connect.version);
+        sess_close(s, 0, why);
+        return;
+    }
+    snprintf(why, sizeof(why), "%s in %s", sl_strerror(rc),
+             mqtt_type_name(p->type));
+    if (s->state == SESS_NEW && s->version == 0 && p->type == MQTT_CONNECT &&
+        p->u.connect.version == MQTT_V5) {
+        s->version = MQTT_V5;
+        send_connack_refusal(s, MQTT_V5, mqtt_err_reason(rc));
+    }
+    sess_close(s, mqtt_err_reason(rc), why);
+}
+
+void sess_on_input(sess_t *s)
+{
+    broker_t *b = s->b;
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    sess_ref(s);
+    while (s->state == SESS_NEW || s->state == SESS_ONLINE) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail == 0)
+            break;
+        uint8_t hdr[5];
+        size_t n = avail < sizeof(hdr) ? avail : sizeof(hdr);
+        evbuffer_copyout(in, hdr, n);
+        uint32_t total = 0;
+        mqtt_type_t type = 0;
+        /* Only the fixed header is looked at here: on SL_AGAIN, total is
+         * known as soon as the remaining length is complete. */
+        int rc = mqtt_frame(hdr, n, b->conf->max_packet_size, &total, &type);
+        if (rc == SL_AGAIN && total == 0)
+            break;
+        if (rc < 0) {
+            mqtt_packet_t none = {.type = type};
+            decode_error(s, rc, &none);
+            break;
+        }
+        if (avail < total)
+            break;
+        uint8_t *buf = evbuffer_pullup(in, total);
+        mqtt_packet_t p;
+        rc = mqtt_decode(buf, total, s->version, &p);
+        b->stats.bytes_in += total;
+        if (rc < 0) {
+            p.type = type;
+            decode_error(s, rc, &p);
+            break;
+        }
+        handle_packet(s, &p);
+        if (s->bev)
+            evbuffer_drain(in, total);
+    }
+    sess_unref(&s);
+}
