@@ -58,7 +58,6 @@ SECONDARY = [
     ("lat_p50_us", "latency p50 (ms)", 3),
     ("lat_p99_us", "latency p99 (ms)", 3),
     ("lat_p999_us", "latency p99.9 (ms)", 3),
-    ("connack_p99_us", "CONNACK p99 (ms)", 3),
     ("broker_cpu_s", "broker CPU (s)", 2),
 ]
 
@@ -145,6 +144,9 @@ def scenario_section(rows, sid, commands):
     keys = [(key, f"**{unit_for(key, unit)}** ({key})",
              3 if key.endswith("_us") else 0)]
     keys += [k for k in SECONDARY if k[0] != key]
+    if sid in ("connstorm", "idle"):
+        keys += [("connack_p50_us", "CONNACK p50 (ms)", 3),
+                 ("connack_p99_us", "CONNACK p99 (ms)", 3)]
     for k, label, digits in keys:
         sv, mv = values(st, k), values(mo, k)
         if not sv and not mv:
@@ -161,7 +163,7 @@ def scenario_section(rows, sid, commands):
         lost = sum(r.get("lost", 0) for r in runs)
         dups = sum(r.get("dups", 0) for r in runs)
         exp = sum(r.get("expected", 0) for r in runs)
-        line = f"- {name}: {len(runs)} runs"
+        line = f"- {name}: runs {len(runs)}"
         if exp:
             line += f", expected {exp:,} deliveries, lost {lost:,}, dups {dups:,}"
         f = failures(runs)

@@ -18,6 +18,7 @@
 
 #include "starling/err.h"
 #include "starling/log.h"
+#include "starling/topic.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -55,17 +56,41 @@ typedef struct {
 static const char *const queue_drop_names[] = {"drop_new", "drop_oldest",
                                                NULL};
 static const char *const shared_names[] = {"round_robin", "random", NULL};
+static const char *const method_names[] = {"post", "get", NULL};
+static const char *const policy_names[] = {"deny", "allow", "ignore", NULL};
+static const char *const anon_names[] = {"auto", "true", "false", NULL};
+static const char *const deny_action_names[] = {"drop", "disconnect", NULL};
+static const char *const webhook_event_names[] = {
+    "client.connected",     "client.disconnected",  "session.subscribed",
+    "session.unsubscribed", "message.publish",      NULL};
 
 _Static_assert(QUEUE_DROP_NEW == 0 && QUEUE_DROP_OLDEST == 1,
                "queue_drop_names follows queue_drop_t");
 _Static_assert(SHARED_ROUND_ROBIN == 0 && SHARED_RANDOM == 1,
                "shared_names follows shared_strategy_t");
+_Static_assert(AUTH_METHOD_POST == 0 && AUTH_METHOD_GET == 1,
+               "method_names follows auth_method_t");
+_Static_assert(AUTH_POLICY_DENY == 0 && AUTH_POLICY_ALLOW == 1 &&
+                   AUTH_POLICY_IGNORE == 2,
+               "policy_names follows auth_policy_t");
+_Static_assert(ANON_AUTO == 0 && ANON_TRUE == 1 && ANON_FALSE == 2,
+               "anon_names follows anon_t");
+_Static_assert(ACL_DENY_DROP == 0 && ACL_DENY_DISCONNECT == 1,
+               "deny_action_names follows acl_deny_action_t");
 _Static_assert(sizeof(queue_drop_t) == sizeof(int) &&
-                   sizeof(shared_strategy_t) == sizeof(int),
+                   sizeof(shared_strategy_t) == sizeof(int) &&
+                   sizeof(auth_method_t) == sizeof(int) &&
+                   sizeof(auth_policy_t) == sizeof(int) &&
+                   sizeof(anon_t) == sizeof(int) &&
+                   sizeof(acl_deny_action_t) == sizeof(int),
                "enum keys are stored as int");
 
 static int check_store(const char *value, char *msg, size_t len);
 static int check_node_id(const char *value, char *msg, size_t len);
+static int check_http_url(const char *value, char *msg, size_t len);
+static int check_headers(const char *value, char *msg, size_t len);
+static int check_events(const char *value, char *msg, size_t len);
+static int check_filters(const char *value, char *msg, size_t len);
 
 #define RELOAD true
 #define FIXED false
@@ -159,6 +184,70 @@ static const option_t options[] = {
     STR(subscribe_deny, NULL, RELOAD, NULL,
         "Comma-separated topic filters clients may not subscribe to; "
         "unset = none."),
+
+    /* authentication and authorization */
+    STR(auth_http_url, NULL, FIXED, check_http_url,
+        "http:// or https:// URL asked to authenticate each CONNECT (JSON "
+        "in and out, EMQX 5 HTTP authenticator contract); unset = none."),
+    ENUM(auth_http_method, method_names, "post", FIXED,
+        "HTTP method of auth_http_url and acl_http_url requests: post sends "
+        "a JSON body, get sends the same fields as a query string."),
+    STR(auth_http_headers, NULL, FIXED, check_headers,
+        "Extra headers of every auth and ACL request, as 'Name: value; "
+        "Name2: value2'; unset = none."),
+    INT(auth_http_timeout, 1, 600000, "5000", FIXED,
+        "Milliseconds an auth or ACL request may take before "
+        "auth_failure_policy applies."),
+    STR(acl_http_url, NULL, FIXED, check_http_url,
+        "http:// or https:// URL asked to authorize PUBLISH and SUBSCRIBE "
+        "when no earlier rule decided; unset = none."),
+    ENUM(auth_failure_policy, policy_names, "deny", FIXED,
+        "Decision when the auth or ACL endpoint times out, cannot be "
+        "reached or answers something unparsable; ignore passes to the "
+        "next authenticator or rule."),
+    INT(auth_cache_ttl, 0, 86400, "60", FIXED,
+        "Seconds a client's publish/subscribe authorization decision is "
+        "cached; 0 = no cache."),
+    INT(auth_cache_size, 0, 1000000, "1000", FIXED,
+        "Cached authorization decisions per client (oldest dropped first); "
+        "0 = no cache."),
+    ENUM(allow_anonymous, anon_names, "auto", FIXED,
+        "Accept a client that no authenticator (password_file, "
+        "auth_http_url) allowed or denied; auto = true when neither is "
+        "configured, false otherwise."),
+    STR(password_file, NULL, FIXED, NULL,
+        "Password file made by mosquitto_passwd (user:$7$... or "
+        "user:$6$... lines), checked before auth_http_url; unset = none."),
+    STR(acl_file, NULL, FIXED, NULL,
+        "Mosquitto-style ACL file (user, topic and pattern lines, %c and "
+        "%u in patterns), checked before acl_http_url; unset = none."),
+    ENUM(acl_deny_action_v3, deny_action_names, "drop", FIXED,
+        "What a PUBLISH an MQTT 3 client may not send gets: drop "
+        "acknowledges and discards it, disconnect closes the connection."),
+    BOOL(auth_tls_verify, "true", FIXED,
+        "Verify the certificate and host name of https:// auth, ACL and "
+        "webhook endpoints."),
+    STR(auth_tls_cafile, NULL, FIXED, NULL,
+        "PEM file of CA certificates for https:// auth, ACL and webhook "
+        "endpoints; unset = the system's CAs."),
+
+    /* webhooks */
+    STR(webhook_url, NULL, FIXED, check_http_url,
+        "http:// or https:// URL that receives client and message events "
+        "as JSON POSTs; unset = none."),
+    STR(webhook_events, "client.connected,client.disconnected,"
+        "session.subscribed,session.unsubscribed,message.publish", FIXED,
+        check_events,
+        "Comma-separated events sent to webhook_url."),
+    STR(webhook_topics, "#", FIXED, check_filters,
+        "Comma-separated topic filters: a message.publish event is sent "
+        "only for topics they match."),
+    INT(webhook_queue_max, 1, 10000000, "10000", FIXED,
+        "Webhook events waiting to be sent; more are dropped (and "
+        "counted)."),
+    INT(webhook_retries, 0, 100, "3", FIXED,
+        "Times a webhook POST that failed (no answer or a 5xx status) is "
+        "tried again before the event is dropped."),
 };
 /* clang-format on */
 
@@ -233,6 +322,88 @@ static int check_node_id(const char *value, char *msg, size_t len)
                         value);
     }
     return SL_OK;
+}
+
+static int check_http_url(const char *value, char *msg, size_t len)
+{
+    static const char *const schemes[] = {"http://", "https://"};
+    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+        size_t n = strlen(schemes[i]);
+        if (strncasecmp(value, schemes[i], n) == 0 && value[n] != '\0' &&
+            value[n] != '/' && !strpbrk(value, " \t\r\n"))
+            return SL_OK;
+    }
+    return fail(msg, len, "expected http://HOST[:PORT]/PATH or "
+                "https://HOST[:PORT]/PATH, got '%s'", value);
+}
+
+/* "Name: value; Name2: value2": a name of token characters, then ':'. */
+static int check_headers(const char *value, char *msg, size_t len)
+{
+    const char *p = value;
+    while (*p) {
+        size_t n = strcspn(p, ";");
+        const char *colon = memchr(p, ':', n);
+        const char *name = p;
+        while (name < p + n && *name == ' ')
+            name++;
+        if (!colon || colon == name)
+            return fail(msg, len, "expected 'Name: value' in '%.*s'", (int)n,
+                        p);
+        for (const char *c = name; c < colon; c++)
+            if (!isalnum((unsigned char)*c) && !strchr("-_!#$%&'*+.^`|~", *c))
+                return fail(msg, len, "bad header name '%.*s'",
+                            (int)(colon - name), name);
+        p += n;
+        if (*p == ';')
+            p++;
+    }
+    return SL_OK;
+}
+
+/* Walk a comma-separated list, calling ok() on each trimmed item. */
+static int check_list(const char *value, char *msg, size_t len,
+                      bool (*ok)(const char *item, size_t n), const char *what)
+{
+    const char *p = value;
+    for (;;) {
+        size_t n = strcspn(p, ",");
+        const char *item = p;
+        size_t m = n;
+        while (m > 0 && *item == ' ')
+            item++, m--;
+        while (m > 0 && item[m - 1] == ' ')
+            m--;
+        if (!ok(item, m))
+            return fail(msg, len, "not a %s: '%.*s'", what, (int)m, item);
+        if (p[n] == '\0')
+            return SL_OK;
+        p += n + 1;
+    }
+}
+
+static bool event_ok(const char *item, size_t n)
+{
+    for (size_t i = 0; webhook_event_names[i]; i++)
+        if (strlen(webhook_event_names[i]) == n &&
+            strncmp(webhook_event_names[i], item, n) == 0)
+            return true;
+    return false;
+}
+
+static bool filter_ok(const char *item, size_t n)
+{
+    return n > 0 && topic_filter_check(item, n, 0) == SL_OK;
+}
+
+static int check_events(const char *value, char *msg, size_t len)
+{
+    return check_list(value, msg, len, event_ok, "webhook event");
+}
+
+static int check_filters(const char *value, char *msg, size_t len)
+{
+    return check_list(value, msg, len, filter_ok, "topic filter");
 }
 
 /* Decimal integer, optionally with a k/m/g suffix (allow_suffix). */

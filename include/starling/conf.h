@@ -46,6 +46,28 @@ typedef enum {
     SHARED_RANDOM = 1,
 } shared_strategy_t;
 
+typedef enum {
+    AUTH_METHOD_POST = 0, /* JSON body */
+    AUTH_METHOD_GET = 1,  /* the same fields as a query string */
+} auth_method_t;
+
+typedef enum {
+    AUTH_POLICY_DENY = 0,   /* an unreachable endpoint refuses */
+    AUTH_POLICY_ALLOW = 1,  /* ... accepts */
+    AUTH_POLICY_IGNORE = 2, /* ... has no opinion (next in the chain) */
+} auth_policy_t;
+
+typedef enum {
+    ANON_AUTO = 0,  /* true when no authenticator is configured, else false */
+    ANON_TRUE = 1,
+    ANON_FALSE = 2,
+} anon_t;
+
+typedef enum {
+    ACL_DENY_DROP = 0,       /* acknowledge the PUBLISH, drop the message */
+    ACL_DENY_DISCONNECT = 1, /* close the connection */
+} acl_deny_action_t;
+
 typedef struct sl_conf {
     /* listeners */
     char *bind;                      /* "0.0.0.0" */
@@ -78,6 +100,29 @@ typedef struct sl_conf {
     uint32_t max_session_expiry;     /* s cap for v5; 0xFFFFFFFF = none */
     shared_strategy_t shared_subscription_strategy; /* round_robin */
     char *subscribe_deny;            /* comma-separated filters refused */
+
+    /* authentication and authorization (auth.h) */
+    char *auth_http_url;             /* NULL = no HTTP authenticator */
+    auth_method_t auth_http_method;  /* post */
+    char *auth_http_headers;         /* "K: V; K2: V2" or NULL */
+    int auth_http_timeout;           /* 5000 ms */
+    char *acl_http_url;              /* NULL = no HTTP authorizer */
+    auth_policy_t auth_failure_policy; /* deny */
+    int auth_cache_ttl;              /* 60 s; 0 = no cache */
+    int auth_cache_size;             /* 1000 decisions per client */
+    anon_t allow_anonymous;          /* auto */
+    char *password_file;             /* mosquitto_passwd format, or NULL */
+    char *acl_file;                  /* Mosquitto acl_file format, or NULL */
+    acl_deny_action_t acl_deny_action_v3; /* drop */
+    bool auth_tls_verify;            /* true */
+    char *auth_tls_cafile;           /* NULL = system CAs */
+
+    /* webhooks (auth.h: hook_event) */
+    char *webhook_url;               /* NULL = no webhooks */
+    char *webhook_events;            /* comma list of event names */
+    char *webhook_topics;            /* comma list of filters ("#") */
+    int webhook_queue_max;           /* 10000 events waiting */
+    int webhook_retries;             /* 3 */
 
     /* not keys */
     char *config_file;               /* the -c FILE path, NULL if none */

@@ -90,7 +90,7 @@ typedef void (*store_psub_fn)(void *arg, int status, const char *cid,
                               const store_sub_t *subs, size_t n);
 
 typedef struct store_limits {
-    uint32_t max_queued;         /* 0 = unlimited */
+    uint32_t max_queued;         /* entries not yet sent (pid 0); 0 = no limit */
     bool drop_oldest;            /* else a full queue refuses the new one */
 } store_limits_t;
 

@@ -814,7 +814,9 @@ static void handle_connect(sess_t *s, mqtt_packet_t *p)
         return;
     }
     if (conf->max_keepalive && (s->keepalive > conf->max_keepalive ||
-                                s->keepalive == 0)) {
+                                (s->keepalive == 0 &&
+                                 s->version == MQTT_V5 &&
+                                 conf->max_keepalive < 65535))) {
         if (s->version != MQTT_V5) {
             refuse(s, MQTT_V3_ID_REJECTED, 0, "keepalive above max_keepalive");
             return;
@@ -1440,6 +1442,13 @@ void sess_on_input(sess_t *s)
         uint8_t hdr[5];
         size_t n = avail < sizeof(hdr) ? avail : sizeof(hdr);
         evbuffer_copyout(in, hdr, n);
+        if (s->state == SESS_NEW && hdr[0] != 0x10) {
+            /* Not MQTT at all (or not CONNECT): no need to wait for the
+             * rest of a "packet" that will never make sense. */
+            s->b->stats.protocol_errors++;
+            sess_close(s, 0, "first packet is not CONNECT");
+            break;
+        }
         uint32_t total = 0;
         mqtt_type_t type = 0;
         /* Only the fixed header is looked at here: on SL_AGAIN, total is

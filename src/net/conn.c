@@ -29,12 +29,17 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
             sess_close(s, MQTT_RC_KEEPALIVE_TIMEOUT, "keepalive timeout");
         return;
     }
-    if (what & BEV_EVENT_EOF)
-        sess_on_transport_closed(s, s->state == SESS_ONLINE
-                                        ? "connection closed by client"
-                                        : NULL);
-    else if (what & BEV_EVENT_ERROR)
+    if (what & BEV_EVENT_EOF) {
+        bool partial = evbuffer_get_length(bufferevent_get_input(bev)) > 0;
+        const char *why = partial ? "connection closed by client in the "
+                                    "middle of a packet"
+                          : s->state == SESS_NEW
+                              ? "connection closed by client before CONNECT"
+                              : "connection closed by client";
+        sess_on_transport_closed(s, why);
+    } else if (what & BEV_EVENT_ERROR) {
         sess_on_transport_closed(s, "connection error");
+    }
 }
 
 static void on_flushed(struct bufferevent *bev, void *arg)

@@ -34,6 +34,7 @@ typedef struct msess {
     map_t *subs;                 /* filter -> msub_t */
     qent_t *qhead, *qtail;
     size_t qlen;
+    size_t n_unsent;             /* entries without a packet id yet */
     uint64_t next_id;
     uint16_t *inbound;
     size_t n_inbound, cap_inbound;
@@ -420,6 +421,7 @@ static void queue_drop_head(msess_t *s)
     else
         s->qtail = q->prev;
     s->qlen--;
+    s->n_unsent--;
     msg_unref(&q->e.msg);
     free(q);
 }
@@ -434,11 +436,11 @@ static void mem_queue_append(store_t *st, const char *cid, size_t clen,
     uint64_t id = 0;
     if (!s) {
         status = SL_ENOTFOUND;
-    } else if (lim && lim->max_queued && s->qlen >= lim->max_queued &&
+    } else if (lim && lim->max_queued && s->n_unsent >= lim->max_queued &&
                !lim->drop_oldest) {
         status = SL_ELIMIT;
     } else {
-        if (lim && lim->max_queued && s->qlen >= lim->max_queued)
+        if (lim && lim->max_queued && s->n_unsent >= lim->max_queued)
             queue_drop_head(s);
         qent_t *q = calloc(1, sizeof(*q));
         if (!q)
@@ -452,6 +454,7 @@ static void mem_queue_append(store_t *st, const char *cid, size_t clen,
             s->qhead = q;
         s->qtail = q;
         s->qlen++;
+        s->n_unsent++;
         id = q->e.id;
     }
     if (cb) {
@@ -477,6 +480,8 @@ static void mem_queue_mark(store_t *st, const char *cid, size_t clen,
     msess_t *s = sess_fenced(m, cid, clen, epoch, &status);
     qent_t *q = s ? queue_find(s, id) : NULL;
     if (q) {
+        if (!q->e.pid && pid)
+            s->n_unsent--;
         q->e.pid = pid;
         q->e.state = state;
     } else if (s) {
@@ -503,6 +508,8 @@ static void mem_queue_ack(store_t *st, const char *cid, size_t clen,
         else
             s->qtail = q->prev;
         s->qlen--;
+        if (!q->e.pid)
+            s->n_unsent--;
         msg_unref(&q->e.msg);
         free(q);
     } else if (s) {

@@ -163,9 +163,11 @@ def test_suback_packet_id(raw_factory):
 def test_subscribe_deny(raw_factory, client_factory):
     r = raw_factory()
     assert r.connect("denied").rc == 0
+    # Refused: a listed filter, and a plain topic a listed filter covers.
     codes = r.subscribe([("secret/#", 1), ("ok/topic", 1), ("deny/+/x", 2),
-                         ("secret/plain", 0)])
-    assert codes == [0x80, 1, 0x80, 0]
+                         ("secret/plain", 0), ("deny/a/x", 1),
+                         ("public/plain", 0)])
+    assert codes == [0x80, 1, 0x80, 0x80, 0x80, 0]
     # The refused filter delivers nothing; the granted one works.
     pub = client_factory()
     pub.publish("secret/a", b"s", qos=1)
