@@ -236,10 +236,11 @@ int broker_new(broker_t **out, struct event_base *base, sl_conf_t *conf)
     b->psessions = map_new();
     b->delayed_wills = map_new();
     b->retained = map_new();
+    b->groups = map_new();
     b->subs = trie_new();
     b->tick = event_new(base, -1, EV_PERSIST, on_tick, b);
     if (!b->clients || !b->psessions || !b->delayed_wills || !b->retained ||
-        !b->subs || !b->tick || parse_deny(b) != SL_OK) {
+        !b->groups || !b->subs || !b->tick || parse_deny(b) != SL_OK) {
         broker_free(b);
         return SL_ENOMEM;
     }
@@ -316,6 +317,7 @@ void broker_free(broker_t *b)
     map_free(b->psessions, psession_free);
     map_free(b->clients, NULL);
     map_free(b->retained, retained_free);
+    map_free(b->groups, NULL); /* empty: groups end with their members */
     trie_free(b->subs, NULL);
     for (size_t i = 0; i < b->n_deny; i++)
         free(b->deny[i]);

@@ -59,9 +59,33 @@ typedef struct subr {
     uint32_t match_idx;
 } subr_t;
 
+/*
+ * A shared subscription group "$share/<name>/<filter>": one trie entry
+ * (key tagged with bit 0) whose members take turns receiving messages.
+ */
+typedef struct member {
+    subr_t *r;
+    sub_t *sub;                  /* owned by r->subs */
+} member_t;
+
+typedef struct group {
+    uint32_t refs;
+    char *share;                 /* "$share/<name>/<filter>" */
+    size_t slen;
+    const char *filter;          /* points into share */
+    size_t flen;
+    member_t *members;
+    uint32_t n, cap;
+    uint32_t rr;                 /* round-robin position */
+    uint64_t match_gen;
+} group_t;
+
+#define GROUP_TAG ((uintptr_t)1)
+
 typedef struct dlv {
     struct dlv *next;
     msg_t *msg;
+    group_t *group;              /* shared subscription it came through */
     uint64_t qid;                /* store queue entry id; 0 = not persisted */
     uint16_t pid;                /* 0 until sent */
     uint8_t qos;
@@ -151,6 +175,7 @@ struct broker {
     map_t *delayed_wills;        /* cid -> will_t (v5 will delay) */
     trie_t *subs;                /* filter -> (subr_t*) -> sub_t* */
     map_t *retained;             /* topic -> msg_t */
+    map_t *groups;               /* "$share/g/f" -> group_t */
     char **deny;                 /* subscribe_deny filters */
     size_t n_deny;
     sess_t *all;                 /* every connection */
@@ -162,6 +187,8 @@ struct broker {
     subr_t *match_from;
     struct match *matches;
     uint32_t n_matches, cap_matches;
+    group_t **gmatches;
+    uint32_t n_gmatches, cap_gmatches;
 
     broker_stats_t stats;
 };
@@ -180,7 +207,8 @@ void sess_close(sess_t *s, uint8_t reason, const char *why);
 /* Deliver a message to an online session (router). qid != 0 for messages
  * already in the session's store queue. */
 void sess_deliver(sess_t *s, msg_t *m, uint8_t qos, bool retain,
-                  const uint32_t *subids, uint8_t n_subids, uint64_t qid);
+                  const uint32_t *subids, uint8_t n_subids, uint64_t qid,
+                  group_t *group);
 const char *sess_name(const sess_t *s);
 
 /* ---- router.c ---------------------------------------------------------- */
@@ -194,6 +222,11 @@ void router_publish(struct broker *b, sess_t *from, msg_t *m,
 void router_send_retained(struct broker *b, sess_t *s, const char *filter,
                           size_t flen, const sub_t *sub);
 void router_fini(struct broker *b);
+/* Deliver m to one member of a shared group other than `except` (used when
+ * a member leaves with messages it did not acknowledge). */
+void router_group_deliver(struct broker *b, group_t *g, msg_t *m,
+                          const subr_t *except);
+void group_unref(group_t **g);
 
 /* ---- subs.c (subscriber index) ----------------------------------------- */
 subr_t *subr_new(const char *cid, size_t clen, bool persistent);

@@ -68,6 +68,22 @@ static void on_match(void *ctx, const char *filter, size_t flen, uintptr_t key,
                      void *value)
 {
     broker_t *b = ctx;
+    if (key & GROUP_TAG) {
+        group_t *g = value;
+        if (g->match_gen == b->match_gen)
+            return;
+        g->match_gen = b->match_gen;
+        if (b->n_gmatches == b->cap_gmatches) {
+            uint32_t nc = b->cap_gmatches ? b->cap_gmatches * 2 : 16;
+            group_t **ng = realloc(b->gmatches, nc * sizeof(*ng));
+            if (!ng)
+                return;
+            b->gmatches = ng;
+            b->cap_gmatches = nc;
+        }
+        b->gmatches[b->n_gmatches++] = g;
+        return;
+    }
     subr_t *r = (subr_t *)key;
     const sub_t *sub = value;
     struct match *mt;
@@ -104,7 +120,7 @@ static void on_appended(void *arg, int status, uint64_t id)
         sess_t *s = a->r->online;
         if (s && s->state == SESS_ONLINE && !a->r->gone)
             sess_deliver(s, a->m, a->qos, a->retain, a->subids, a->n_subids,
-                         id);
+                         id, NULL);
     } else if (status == SL_ELIMIT) {
         a->b->stats.dropped_queue_full++;
         log_debug("queue of client '%s' full, message on '%s' dropped",
@@ -165,6 +181,60 @@ static void retain_update(broker_t *b, route_t *rt, msg_t *m)
     msg_unref(&om);
 }
 
+static bool member_online(const member_t *mb)
+{
+    return mb->r->online && mb->r->online->state == SESS_ONLINE;
+}
+
+/*
+ * Pick the member of a shared group that gets this message: the next
+ * online member (round robin or random, shared_subscription_strategy);
+ * when none is online, a persistent member, whose queue keeps it.
+ */
+static member_t *group_pick(broker_t *b, group_t *g, const subr_t *except)
+{
+    if (!g->n)
+        return NULL;
+    uint32_t start = b->conf->shared_subscription_strategy == SHARED_RANDOM
+                         ? (uint32_t)rand() % g->n
+                         : g->rr % g->n;
+    for (uint32_t k = 0; k < g->n; k++) {
+        uint32_t i = (start + k) % g->n;
+        member_t *mb = &g->members[i];
+        if (mb->r != except && member_online(mb)) {
+            g->rr = i + 1;
+            return mb;
+        }
+    }
+    for (uint32_t k = 0; k < g->n; k++) {
+        member_t *mb = &g->members[(start + k) % g->n];
+        if (mb->r != except && mb->r->persistent)
+            return mb;
+    }
+    return NULL;
+}
+
+static void group_deliver(broker_t *b, route_t *rt, group_t *g, msg_t *m,
+                          const subr_t *except)
+{
+    member_t *mb = group_pick(b, g, except);
+    if (!mb)
+        return;
+    const sub_t *sub = mb->sub;
+    uint8_t qos = sub->qos < m->qos ? sub->qos : m->qos;
+    bool retain = sub->retain_as_published && m->retain;
+    struct match mt = {.r = mb->r, .qos = qos};
+    if (sub->sub_id)
+        mt.subids[mt.n_subids++] = sub->sub_id;
+    if (mb->r->persistent && qos > 0) {
+        queue_for(b, rt, &mt, m, qos, retain);
+        return;
+    }
+    if (member_online(mb))
+        sess_deliver(mb->r->online, m, qos, retain, mt.subids, mt.n_subids, 0,
+                     qos ? g : NULL);
+}
+
 void router_publish(broker_t *b, sess_t *from, msg_t *m, route_done_fn done,
                     void *arg)
 {
@@ -183,6 +253,7 @@ void router_publish(broker_t *b, sess_t *from, msg_t *m, route_done_fn done,
 
     b->match_gen++;
     b->n_matches = 0;
+    b->n_gmatches = 0;
     b->match_from = from ? from->subr : NULL;
     trie_match(b->subs, m->topic, m->topic_len, on_match, b);
 
@@ -198,10 +269,25 @@ void router_publish(broker_t *b, sess_t *from, msg_t *m, route_done_fn done,
         }
         sess_t *s = mt->r->online;
         if (s && s->state == SESS_ONLINE)
-            sess_deliver(s, m, qos, retain, mt->subids, mt->n_subids, 0);
+            sess_deliver(s, m, qos, retain, mt->subids, mt->n_subids, 0,
+                         NULL);
     }
+    for (uint32_t i = 0; i < b->n_gmatches && !expired; i++)
+        group_deliver(b, rt, b->gmatches[i], m, NULL);
+    rt->matched |= b->n_gmatches > 0;
     if (expired)
         b->stats.dropped_expired++;
+    route_step(rt);
+}
+
+void router_group_deliver(broker_t *b, group_t *g, msg_t *m,
+                          const subr_t *except)
+{
+    route_t *rt = calloc(1, sizeof(*rt));
+    if (!rt)
+        return;
+    rt->pending = 1;
+    group_deliver(b, rt, g, m, except);
     route_step(rt);
 }
 
@@ -220,7 +306,7 @@ void router_send_retained(broker_t *b, sess_t *s, const char *filter,
             continue;
         uint8_t qos = sub->qos < m->qos ? sub->qos : m->qos;
         sess_deliver(s, m, qos, true, subid ? &subid : NULL, subid ? 1 : 0,
-                     0);
+                     0, NULL);
     }
 }
 
@@ -228,4 +314,6 @@ void router_fini(broker_t *b)
 {
     free(b->matches);
     b->matches = NULL;
+    free(b->gmatches);
+    b->gmatches = NULL;
 }

@@ -67,6 +67,7 @@ static void dlvq_free(dlvq_t *q)
     while (d) {
         dlv_t *n = d->next;
         msg_unref(&d->msg);
+        group_unref(&d->group);
         free(d);
         d = n;
     }
@@ -179,8 +180,21 @@ void sess_close(sess_t *s, uint8_t reason, const char *why)
 
 /* ---- the end of a session on this connection -------------------------- */
 
+/* Messages that came through a shared subscription and were not
+ * acknowledged go to another member of the group (MQTT 5 §4.8.2). */
+static void redeliver_shared(sess_t *s, dlvq_t *q)
+{
+    for (dlv_t *d = q->head; d; d = d->next)
+        if (d->group && d->msg && d->state == STORE_SENT && d->group->n)
+            router_group_deliver(s->b, d->group, d->msg, s->subr);
+}
+
 static void end_outbound(sess_t *s)
 {
+    if (!s->persistent) {
+        redeliver_shared(s, &s->inflight);
+        redeliver_shared(s, &s->pending);
+    }
     dlvq_free(&s->inflight);
     dlvq_free(&s->pending);
 }
@@ -433,6 +447,7 @@ static void dlv_done(sess_t *s, dlv_t *d)
         store_queue_ack(s->b->store, s->cid, s->clen, s->epoch, d->qid, NULL,
                         NULL);
     msg_unref(&d->msg);
+    group_unref(&d->group);
     free(d);
 }
 
@@ -472,7 +487,8 @@ static void pump(sess_t *s)
 }
 
 void sess_deliver(sess_t *s, msg_t *m, uint8_t qos, bool retain,
-                  const uint32_t *subids, uint8_t n_subids, uint64_t qid)
+                  const uint32_t *subids, uint8_t n_subids, uint64_t qid,
+                  group_t *group)
 {
     if (qid) {
         if (qid <= s->max_qid)
@@ -507,6 +523,10 @@ void sess_deliver(sess_t *s, msg_t *m, uint8_t qos, bool retain,
         return;
     *d = tmp;
     msg_ref(m);
+    if (group) {
+        d->group = group;
+        group->refs++;
+    }
     if (s->inflight.len < s->window && !s->pending.head)
         send_dlv(s, d);
     else
@@ -555,7 +575,6 @@ static void send_connack(sess_t *s, bool present, const char *assigned)
         mqtt_prop_u16(&props, MQTT_P_TOPIC_ALIAS_MAXIMUM,
                       (uint16_t)c->max_topic_alias);
         mqtt_prop_u8(&props, MQTT_P_SUB_ID_AVAILABLE, 1);
-        mqtt_prop_u8(&props, MQTT_P_SHARED_SUB_AVAILABLE, 0);
         if (s->keepalive_overridden)
             mqtt_prop_u16(&props, MQTT_P_SERVER_KEEP_ALIVE, s->keepalive);
     }
@@ -1205,7 +1224,8 @@ static uint8_t refuse_code(const sess_t *s, uint8_t v5code)
 /* One filter of a SUBSCRIBE: returns the SUBACK code. *send_retained tells
  * whether retained messages are to be sent for it. */
 static uint8_t subscribe_one(sess_t *s, const mqtt_sub_t *ms, uint32_t sub_id,
-                             bool *send_retained, sub_t *out)
+                             bool *send_retained, sub_t *out,
+                             bool *protocol_error)
 {
     broker_t *b = s->b;
     const sl_conf_t *conf = b->conf;
@@ -1217,9 +1237,14 @@ static uint8_t subscribe_one(sess_t *s, const mqtt_sub_t *ms, uint32_t sub_id,
         return refuse_code(s, MQTT_RC_TOPIC_FILTER_INVALID);
     const char *g, *inner;
     size_t glen, ilen;
-    int sh = topic_share_parse(f, flen, &g, &glen, &inner, &ilen);
-    if (sh != 0) /* TODO(issue 4): shared subscriptions */
-        return refuse_code(s, MQTT_RC_SHARED_SUB_NOT_SUPPORTED);
+    int shared = topic_share_parse(f, flen, &g, &glen, &inner, &ilen);
+    if (shared < 0)
+        return refuse_code(s, MQTT_RC_TOPIC_FILTER_INVALID);
+    if (shared && ms->no_local) {
+        /* MQTT 5 §3.8.3.1: a Protocol Error. */
+        *protocol_error = true;
+        return MQTT_RC_PROTOCOL_ERROR;
+    }
     if (denied(b, f, flen))
         return refuse_code(s, MQTT_RC_NOT_AUTHORIZED);
     bool existing = map_get(s->subr->subs, f, flen) != NULL;
@@ -1246,8 +1271,9 @@ static uint8_t subscribe_one(sess_t *s, const mqtt_sub_t *ms, uint32_t sub_id,
                           .sub_id = sub_id};
         store_sub_put(b->store, s->cid, s->clen, s->epoch, &ss, NULL, NULL);
     }
-    *send_retained = sub.retain_handling == 0 ||
-                     (sub.retain_handling == 1 && !existed);
+    /* No retained messages for shared subscriptions (MQTT 5 §4.8.2). */
+    *send_retained = !shared && (sub.retain_handling == 0 ||
+                                 (sub.retain_handling == 1 && !existed));
     *out = sub;
     return sub.qos;
 }
@@ -1268,8 +1294,15 @@ static void handle_subscribe(sess_t *s, mqtt_packet_t *p)
                           : 0;
     size_t cur = 0;
     mqtt_sub_t ms;
+    bool protocol_error = false;
     for (uint32_t i = 0; i < n && mqtt_sub_next(p, s->version, &cur, &ms); i++)
-        codes[i] = subscribe_one(s, &ms, sub_id, &retained[i], &subs[i]);
+        codes[i] = subscribe_one(s, &ms, sub_id, &retained[i], &subs[i],
+                                 &protocol_error);
+    if (protocol_error) {
+        sess_close(s, MQTT_RC_PROTOCOL_ERROR,
+                   "no local on a shared subscription");
+        goto done;
+    }
     SEND_ENCODED(s, mqtt_enc_suback(&o_, s->version, MQTT_SUBACK,
                                     p->u.sub.packet_id, codes, n, NULL));
     cur = 0;
