@@ -228,7 +228,6 @@ typedef struct worker {
     _Atomic uint64_t connects;   /* CONNACKs accepted */
     _Atomic uint64_t errors;
     _Atomic uint64_t open;       /* connections currently open */
-    _Atomic uint64_t last_rx_pub; /* last_rx, published */
 } worker_t;
 
 typedef struct bench {
@@ -243,7 +242,6 @@ typedef struct bench {
     uint32_t nsubs;
     worker_t *workers;
     _Atomic int phase;
-    _Atomic uint64_t t_run;      /* ns: RUN began */
     _Atomic uint64_t t_deadline; /* ns: publishers stop (duration mode) */
     uint8_t *payload_fill;
 } bench_t;

@@ -130,8 +130,13 @@ def summary_row(rows, sid, medians):
         res = check(s, m or 0, medians)
         met = "n/a" if res is None else ("yes" if res else "**no**")
     u = unit_for(key, unit)
-    return (f"| {sid} | {target} | {fmt(s * sc if s is not None else None, 3 if sc != 1 else 0)} {u} "
-            f"| {fmt(m * sc if m is not None else None, 3 if sc != 1 else 0)} {u} | {ratio} | {met} |")
+
+    def cell(v, broker):
+        if v is None:
+            return "failed" if all_runs(rows, sid, broker) else "n/a"
+        return f"{fmt(v * sc, 3 if sc != 1 else 0)} {u}"
+    return (f"| {sid} | {target} | {cell(s, 'starling')} "
+            f"| {cell(m, 'mosquitto')} | {ratio} | {met} |")
 
 
 def scenario_section(rows, sid, commands):

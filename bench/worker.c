@@ -108,7 +108,6 @@ static void work(worker_t *w)
     default:
         break;
     }
-    atomic_store_explicit(&w->last_rx_pub, w->last_rx, memory_order_release);
 }
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg)

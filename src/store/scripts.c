@@ -1,0 +1,182 @@
+/*
+ * scripts.c - the Lua bodies of the Redis backend's atomic session
+ * operations (see scripts.h for the key layout and return conventions).
+ *
+ * Numbers that leave a script as strings go through string.format('%d'):
+ * Lua's own number-to-string conversion switches to exponents past 14
+ * digits. Epochs and times are milliseconds-sized, far below 2^53.
+ */
+#include "scripts.h"
+
+/* ARGV[1] = epoch ("0" = any). Returns 0, -9 or -14. */
+#define FENCE                                                                  \
+    "local function fence(s, epoch)\n"                                         \
+    "  local e = redis.call('HGET', s, 'epoch')\n"                             \
+    "  if not e then return -9 end\n"                                          \
+    "  if epoch ~= '0' and e ~= epoch then return -14 end\n"                   \
+    "  return 0\n"                                                             \
+    "end\n"                                                                    \
+    "local f = fence(KEYS[1], ARGV[1])\n"                                      \
+    "if f ~= 0 then return f end\n"
+
+/*
+ * KEYS s subs q out in [psessions expiry]
+ * ARGV cid clean now_ms ver exp will will_delay
+ * The new epoch is above the previous one and at least now_ms, so a session
+ * deleted and created again never reuses an epoch a cut-off node may still
+ * hold. An offline session whose expiry has passed is discarded (the
+ * expiry sweep may not have run yet, e.g. when no node was up).
+ * Returns {epoch, kept, existed, ver, exp, will, wd, subs, q, out, in}.
+ */
+static const char claim_lua[] =
+    "local s = KEYS[1]\n"
+    "local old = redis.call('HMGET', s, 'epoch', 'ver', 'exp', 'will', "
+    "'wd', 'on', 'at')\n"
+    "local now = tonumber(ARGV[3])\n"
+    "local exists = old[1] ~= false\n"
+    "local keep = exists and ARGV[2] == '0'\n"
+    "if keep and old[6] == '0' and old[7] and old[7] ~= 'never' and\n"
+    "   tonumber(old[7]) <= now then keep = false end\n"
+    "local epoch = now\n"
+    "if exists and tonumber(old[1]) >= epoch then\n"
+    "  epoch = tonumber(old[1]) + 1\n"
+    "end\n"
+    "if not keep then\n"
+    "  redis.call('DEL', s, KEYS[2], KEYS[3], KEYS[4], KEYS[5])\n"
+    "end\n"
+    "redis.call('HSET', s, 'epoch', string.format('%d', epoch), 'ver', "
+    "ARGV[4], 'exp', ARGV[5], 'will', ARGV[6], 'wd', ARGV[7], 'on', '1')\n"
+    "redis.call('HDEL', s, 'at')\n"
+    "if KEYS[6] then\n"
+    "  redis.call('SADD', KEYS[6], ARGV[1])\n"
+    "  redis.call('ZREM', KEYS[7], ARGV[1])\n"
+    "end\n"
+    "local r = {epoch, keep and 1 or 0, exists and 1 or 0, old[2] or '',\n"
+    "  old[3] or '', old[4] or '', old[5] or '', {}, {}, {}, {}}\n"
+    "if keep then\n"
+    "  r[8] = redis.call('HGETALL', KEYS[2])\n"
+    "  r[9] = redis.call('XRANGE', KEYS[3], '-', '+')\n"
+    "  r[10] = redis.call('HGETALL', KEYS[4])\n"
+    "  r[11] = redis.call('SMEMBERS', KEYS[5])\n"
+    "end\n"
+    "return r\n";
+
+/* KEYS s; ARGV epoch ver exp will will_delay */
+static const char session_put_lua[] =
+    FENCE "redis.call('HSET', KEYS[1], 'ver', ARGV[2], 'exp', ARGV[3], "
+          "'will', ARGV[4], 'wd', ARGV[5])\n"
+          "return 0\n";
+
+/*
+ * KEYS s [psessions expiry]; ARGV epoch now_ms cid
+ * Returns {0, expire_at_ms} (-1 = never: expiry 0xFFFFFFFF).
+ */
+static const char offline_lua[] =
+    FENCE "local exp = tonumber(redis.call('HGET', KEYS[1], 'exp') or '0')\n"
+          "local at = -1\n"
+          "if exp ~= 4294967295 then at = tonumber(ARGV[2]) + exp * 1000 end\n"
+          "local ats = 'never'\n"
+          "if at >= 0 then ats = string.format('%d', at) end\n"
+          "redis.call('HSET', KEYS[1], 'on', '0', 'at', ats)\n"
+          "if KEYS[2] then\n"
+          "  redis.call('SADD', KEYS[2], ARGV[3])\n"
+          "  if at >= 0 then redis.call('ZADD', KEYS[3], ats, ARGV[3])\n"
+          "  else redis.call('ZREM', KEYS[3], ARGV[3]) end\n"
+          "end\n"
+          "return {0, at}\n";
+
+/*
+ * KEYS s subs q out in [psessions expiry]; ARGV epoch offline_only cid
+ * With offline_only "1" a session that is online is refused (-14).
+ */
+static const char session_del_lua[] =
+    "local v = redis.call('HMGET', KEYS[1], 'epoch', 'on')\n"
+    "local rc = 0\n"
+    "if not v[1] then rc = -9\n"
+    "elseif ARGV[1] ~= '0' and v[1] ~= ARGV[1] then return -14\n"
+    "elseif ARGV[2] == '1' and v[2] ~= '0' then return -14\n"
+    "else redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])\n"
+    "end\n"
+    "if KEYS[6] then\n"
+    "  redis.call('SREM', KEYS[6], ARGV[3])\n"
+    "  redis.call('ZREM', KEYS[7], ARGV[3])\n"
+    "end\n"
+    "return rc\n";
+
+/* KEYS s subs; ARGV epoch filter options */
+static const char sub_put_lua[] =
+    FENCE "redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])\n"
+          "return 0\n";
+
+/* KEYS s subs; ARGV epoch filter */
+static const char sub_del_lua[] = FENCE
+    "redis.call('HDEL', KEYS[2], ARGV[2])\n"
+    "return 0\n";
+
+/* KEYS s subs. The subscriptions, or nil when there is no session. */
+static const char sub_load_lua[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return false end\n"
+    "return redis.call('HGETALL', KEYS[2])\n";
+
+/*
+ * KEYS s q out; ARGV max_queued drop_oldest entry
+ * A full queue refuses (-11) or drops its oldest entry never sent (not in
+ * out); entries in flight are never dropped. Returns the new entry id.
+ */
+static const char append_lua[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return -9 end\n"
+    "local max = tonumber(ARGV[1])\n"
+    "if max > 0 and redis.call('XLEN', KEYS[2]) >= max then\n"
+    "  if ARGV[2] == '0' then return -11 end\n"
+    "  local k = redis.call('HLEN', KEYS[3]) + 1\n"
+    "  local r = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', k)\n"
+    "  for i = 1, #r do\n"
+    "    local id = string.match(r[i][1], '^(%d+)')\n"
+    "    if redis.call('HEXISTS', KEYS[3], id) == 0 then\n"
+    "      redis.call('XDEL', KEYS[2], r[i][1])\n"
+    "      break\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local id = redis.call('HINCRBY', KEYS[1], 'seq', 1)\n"
+    "redis.call('XADD', KEYS[2], string.format('%d-0', id), 'm', ARGV[3])\n"
+    "return id\n";
+
+/* KEYS s q out; ARGV epoch id state ("0" = not sent) */
+static const char mark_lua[] =
+    FENCE "local e = ARGV[2] .. '-0'\n"
+          "if #redis.call('XRANGE', KEYS[2], e, e) == 0 then return -9 end\n"
+          "if ARGV[3] == '0' then redis.call('HDEL', KEYS[3], ARGV[2])\n"
+          "else redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) end\n"
+          "return 0\n";
+
+/* KEYS s q out; ARGV epoch id */
+static const char ack_lua[] =
+    FENCE "local n = redis.call('XDEL', KEYS[2], ARGV[2] .. '-0')\n"
+          "redis.call('HDEL', KEYS[3], ARGV[2])\n"
+          "if n == 0 then return -9 end\n"
+          "return 0\n";
+
+/* KEYS s in; ARGV epoch pid */
+static const char inbound_put_lua[] =
+    FENCE "redis.call('SADD', KEYS[2], ARGV[2])\n"
+          "return 0\n";
+
+static const char inbound_del_lua[] =
+    FENCE "redis.call('SREM', KEYS[2], ARGV[2])\n"
+          "return 0\n";
+
+const char *const store_script_body[SCRIPT_N] = {
+    [SCRIPT_CLAIM] = claim_lua,
+    [SCRIPT_SESSION_PUT] = session_put_lua,
+    [SCRIPT_OFFLINE] = offline_lua,
+    [SCRIPT_SESSION_DEL] = session_del_lua,
+    [SCRIPT_SUB_PUT] = sub_put_lua,
+    [SCRIPT_SUB_DEL] = sub_del_lua,
+    [SCRIPT_SUB_LOAD] = sub_load_lua,
+    [SCRIPT_APPEND] = append_lua,
+    [SCRIPT_MARK] = mark_lua,
+    [SCRIPT_ACK] = ack_lua,
+    [SCRIPT_INBOUND_PUT] = inbound_put_lua,
+    [SCRIPT_INBOUND_DEL] = inbound_del_lua,
+};
