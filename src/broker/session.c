@@ -1448,7 +1448,8 @@ static void decode_error(sess_t *s, int rc, const mqtt_packet_t *p)
         int v = p->u.connect.version == MQTT_V5 ? MQTT_V5 : MQTT_V311;
         send_connack_refusal(s, v, v == MQTT_V5 ? MQTT_RC_UNSUPPORTED_VERSION
                                                 : MQTT_V3_BAD_VERSION);
-        snprintf(why, sizeof(why), "unsupported protocol version %u",
+        snprintf(why, sizeof(why),
+                 "unsupported protocol name or level (level %u)",
                  p->u.connect.version);
         sess_close(s, 0, why);
         return;
@@ -1490,7 +1491,7 @@ void sess_on_input(sess_t *s)
         if (rc == SL_AGAIN && total == 0)
             break;
         if (rc < 0) {
-            mqtt_packet_t none = {.type = type};
+            mqtt_packet_t none = {.type = (mqtt_type_t)(hdr[0] >> 4)};
             decode_error(s, rc, &none);
             break;
         }
