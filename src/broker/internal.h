@@ -130,6 +130,8 @@ struct sess {
     bool disconnect_normal;      /* DISCONNECT received (no will) */
     bool expiry_capped;          /* expiry lowered to max_session_expiry */
     bool keepalive_overridden;   /* v5: server keep alive sent */
+    bool paused;                 /* input waits for the store (SUBSCRIBE) */
+    bool assigned_id;            /* v5: the broker chose the client id */
     bool taken_over;
 
     uint64_t epoch;              /* store epoch (persistent sessions) */
@@ -149,7 +151,7 @@ struct sess {
     /* inbound (client -> broker) */
     uint16_t *in_qos2;           /* packet ids awaiting PUBREL */
     uint32_t n_in_qos2, cap_in_qos2;
-    uint32_t in_flight_in;       /* QoS>0 PUBLISH not yet acknowledged */
+    uint32_t in_flight_in;       /* QoS 1 PUBLISH not yet acknowledged */
     char **alias_in;             /* v5 alias -> topic, [max_topic_alias+1] */
     bool request_problem_info;
 

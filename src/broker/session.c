@@ -558,8 +558,7 @@ static void send_connack(sess_t *s, bool present, const char *assigned)
     mqtt_out_t props;
     mqtt_out_init(&props, pbuf, sizeof(pbuf));
     if (s->version == MQTT_V5) {
-        if (s->expiry != s->b->conf->max_session_expiry &&
-            s->expiry_capped)
+        if (s->expiry_capped)
             mqtt_prop_u32(&props, MQTT_P_SESSION_EXPIRY, s->expiry);
         if (c->receive_maximum < 65535)
             mqtt_prop_u16(&props, MQTT_P_RECEIVE_MAXIMUM,
@@ -734,7 +733,7 @@ static void on_claimed(void *arg, int status, const store_claim_t *c)
         sess_unref(&s);
         return;
     }
-    go_online(s, c, NULL);
+    go_online(s, c, s->assigned_id ? s->cid : NULL);
     if (s->state == SESS_ONLINE && s->bev)
         sess_on_input(s); /* packets that arrived while claiming */
     sess_unref(&s);
@@ -852,8 +851,10 @@ static void handle_connect(sess_t *s, mqtt_packet_t *p)
             return;
         }
         s->cid = gen_client_id(b);
-        if (s->version == MQTT_V5)
+        if (s->version == MQTT_V5) {
             assigned = s->cid;
+            s->assigned_id = true;
+        }
     } else {
         s->cid = malloc(c->client_id.len + 1);
         if (s->cid) {
@@ -1016,7 +1017,7 @@ static void on_routed(void *arg, int status, bool matched)
 {
     pubctx_t *pc = arg;
     sess_t *s = pc->s;
-    if (s->in_flight_in)
+    if (pc->qos == 1 && s->in_flight_in)
         s->in_flight_in--;
     if (s->state == SESS_ONLINE) {
         if (status == SL_OK) {
@@ -1076,6 +1077,12 @@ static void handle_publish(sess_t *s, mqtt_packet_t *p)
     const char *topic;
     size_t tlen;
 
+    if (p->props.n_subscription_ids) {
+        /* MQTT 5 §3.3.4: only the server sends subscription identifiers. */
+        sess_close(s, MQTT_RC_PROTOCOL_ERROR,
+                   "subscription identifier in PUBLISH from a client");
+        return;
+    }
     int rc = publish_topic(s, p, &topic, &tlen);
     if (rc == SL_EINVAL) {
         sess_close(s, MQTT_RC_TOPIC_ALIAS_INVALID, "invalid topic alias");
@@ -1105,7 +1112,8 @@ static void handle_publish(sess_t *s, mqtt_packet_t *p)
         return;
     }
     if (pub->qos > 0 && s->version == MQTT_V5 &&
-        s->in_flight_in >= (uint32_t)conf->receive_maximum) {
+        s->in_flight_in + s->n_in_qos2 >= (uint32_t)conf->receive_maximum) {
+        /* QoS 1 counts until PUBACK, QoS 2 until PUBREL (§4.9). */
         sess_close(s, MQTT_RC_RECEIVE_MAX_EXCEEDED, "receive maximum exceeded");
         return;
     }
@@ -1140,7 +1148,8 @@ static void handle_publish(sess_t *s, mqtt_packet_t *p)
     }
     sess_ref(s);
     *pc = (pubctx_t){.s = s, .pid = pub->packet_id, .qos = pub->qos};
-    s->in_flight_in++;
+    if (pub->qos == 1)
+        s->in_flight_in++;
     router_publish(b, s, m, on_routed, pc);
     msg_unref(&m);
 }
@@ -1262,15 +1271,6 @@ static uint8_t subscribe_one(sess_t *s, const mqtt_sub_t *ms, uint32_t sub_id,
         return refuse_code(s, MQTT_RC_UNSPECIFIED);
     if (!existed)
         s->n_subs++;
-    if (s->persistent) {
-        /* TODO(issue 5): wait for the store before SUBACK. */
-        store_sub_t ss = {.filter = f, .flen = flen,
-                          .opts = (uint8_t)(sub.qos | sub.no_local << 2 |
-                                            sub.retain_as_published << 3 |
-                                            sub.retain_handling << 4),
-                          .sub_id = sub_id};
-        store_sub_put(b->store, s->cid, s->clen, s->epoch, &ss, NULL, NULL);
-    }
     /* No retained messages for shared subscriptions (MQTT 5 §4.8.2). */
     *send_retained = !shared && (sub.retain_handling == 0 ||
                                  (sub.retain_handling == 1 && !existed));
@@ -1278,43 +1278,145 @@ static uint8_t subscribe_one(sess_t *s, const mqtt_sub_t *ms, uint32_t sub_id,
     return sub.qos;
 }
 
+/*
+ * A SUBSCRIBE in progress. For a persistent session the SUBACK waits until
+ * the store holds every new subscription (a filter the store refused gets
+ * 0x80 and is dropped again); input is paused meanwhile so acknowledgements
+ * stay in order.
+ */
+typedef struct subctx {
+    sess_t *s;
+    uint16_t pid;
+    uint32_t n;
+    uint32_t pending;
+    uint8_t *codes;
+    bool *retained;
+    sub_t *subs;
+    char **filters;
+} subctx_t;
+
+typedef struct subwrite {
+    subctx_t *ctx;
+    uint32_t i;
+} subwrite_t;
+
+static void subctx_free(subctx_t *c)
+{
+    for (uint32_t i = 0; c->filters && i < c->n; i++)
+        free(c->filters[i]);
+    free(c->filters);
+    free(c->codes);
+    free(c->retained);
+    free(c->subs);
+    free(c);
+}
+
+static void subctx_finish(subctx_t *c)
+{
+    sess_t *s = c->s;
+    if (s->state == SESS_ONLINE) {
+        SEND_ENCODED(s, mqtt_enc_suback(&o_, s->version, MQTT_SUBACK, c->pid,
+                                        c->codes, c->n, NULL));
+        for (uint32_t i = 0; i < c->n; i++)
+            if (c->retained[i] && c->codes[i] < 0x80)
+                router_send_retained(s->b, s, c->filters[i],
+                                     strlen(c->filters[i]), &c->subs[i]);
+    }
+    if (s->paused) {
+        s->paused = false;
+        if (s->state == SESS_ONLINE && s->bev)
+            sess_on_input(s);
+    }
+    sess_unref(&c->s);
+    subctx_free(c);
+}
+
+static void on_sub_stored(void *arg, int status)
+{
+    subwrite_t *w = arg;
+    subctx_t *c = w->ctx;
+    if (status != SL_OK) {
+        sess_t *s = c->s;
+        s->b->stats.store_errors++;
+        log_warning("store: subscription '%s' of client '%s' not saved: %s",
+                    c->filters[w->i], sess_name(s), sl_strerror(status));
+        c->codes[w->i] = 0x80;
+        if (s->subr &&
+            subs_remove(s->b, s->subr, c->filters[w->i],
+                        strlen(c->filters[w->i])) == SL_OK &&
+            s->n_subs)
+            s->n_subs--;
+    }
+    free(w);
+    if (--c->pending == 0)
+        subctx_finish(c);
+}
+
+static void persist_sub(sess_t *s, subctx_t *c, uint32_t i)
+{
+    const sub_t *sub = &c->subs[i];
+    subwrite_t *w = malloc(sizeof(*w));
+    if (!w) {
+        c->codes[i] = 0x80;
+        return;
+    }
+    *w = (subwrite_t){c, i};
+    store_sub_t ss = {.filter = c->filters[i], .flen = strlen(c->filters[i]),
+                      .opts = (uint8_t)(sub->qos | sub->no_local << 2 |
+                                        sub->retain_as_published << 3 |
+                                        sub->retain_handling << 4),
+                      .sub_id = sub->sub_id};
+    c->pending++;
+    store_sub_put(s->b->store, s->cid, s->clen, s->epoch, &ss, on_sub_stored,
+                  w);
+}
+
 static void handle_subscribe(sess_t *s, mqtt_packet_t *p)
 {
     uint32_t n = p->u.sub.count;
-    uint8_t codes_stack[64];
-    uint8_t *codes = n <= sizeof(codes_stack) ? codes_stack : malloc(n);
-    bool *retained = calloc(n, sizeof(bool));
-    sub_t *subs = calloc(n, sizeof(sub_t));
-    if (!codes || !retained || !subs) {
-        sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
-        goto done;
+    subctx_t *c = calloc(1, sizeof(*c));
+    if (c) {
+        c->n = n;
+        c->codes = calloc(n, 1);
+        c->retained = calloc(n, sizeof(bool));
+        c->subs = calloc(n, sizeof(sub_t));
+        c->filters = calloc(n, sizeof(char *));
     }
+    if (!c || !c->codes || !c->retained || !c->subs || !c->filters) {
+        if (c)
+            subctx_free(c);
+        sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
+        return;
+    }
+    sess_ref(s);
+    c->s = s;
+    c->pid = p->u.sub.packet_id;
+    c->pending = 1; /* released below */
     uint32_t sub_id = mqtt_props_has(&p->props, MQTT_P_SUBSCRIPTION_ID)
                           ? p->props.subscription_id
                           : 0;
     size_t cur = 0;
     mqtt_sub_t ms;
     bool protocol_error = false;
-    for (uint32_t i = 0; i < n && mqtt_sub_next(p, s->version, &cur, &ms); i++)
-        codes[i] = subscribe_one(s, &ms, sub_id, &retained[i], &subs[i],
-                                 &protocol_error);
-    if (protocol_error) {
+    for (uint32_t i = 0; i < n && mqtt_sub_next(p, s->version, &cur, &ms);
+         i++) {
+        c->filters[i] = strndup((const char *)ms.filter.p, ms.filter.len);
+        if (!c->filters[i]) {
+            c->codes[i] = 0x80;
+            continue;
+        }
+        c->codes[i] = subscribe_one(s, &ms, sub_id, &c->retained[i],
+                                    &c->subs[i], &protocol_error);
+        if (c->codes[i] < 0x80 && s->persistent)
+            persist_sub(s, c, i);
+    }
+    if (protocol_error)
         sess_close(s, MQTT_RC_PROTOCOL_ERROR,
                    "no local on a shared subscription");
-        goto done;
-    }
-    SEND_ENCODED(s, mqtt_enc_suback(&o_, s->version, MQTT_SUBACK,
-                                    p->u.sub.packet_id, codes, n, NULL));
-    cur = 0;
-    for (uint32_t i = 0; i < n && mqtt_sub_next(p, s->version, &cur, &ms); i++)
-        if (retained[i])
-            router_send_retained(s->b, s, (const char *)ms.filter.p,
-                                 ms.filter.len, &subs[i]);
-done:
-    if (codes != codes_stack)
-        free(codes);
-    free(retained);
-    free(subs);
+    if (c->pending > 1)
+        s->paused = true;
+    if (--c->pending == 0)
+        subctx_finish(c);
 }
 
 static void handle_unsubscribe(sess_t *s, mqtt_packet_t *p)
@@ -1469,7 +1571,7 @@ void sess_on_input(sess_t *s)
     broker_t *b = s->b;
     struct evbuffer *in = bufferevent_get_input(s->bev);
     sess_ref(s);
-    while (s->state == SESS_NEW || s->state == SESS_ONLINE) {
+    while ((s->state == SESS_NEW || s->state == SESS_ONLINE) && !s->paused) {
         size_t avail = evbuffer_get_length(in);
         if (avail == 0)
             break;

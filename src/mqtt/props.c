@@ -193,7 +193,10 @@ static int store_value(mqtt_props_t *p, int id, const prop_val_t *v)
         p->topic_alias_maximum = (uint16_t)v->n;
         break;
     case MQTT_P_TOPIC_ALIAS:
-        return nonzero_u16(&p->topic_alias, v->n);
+        /* 0 is invalid too, but that is the receiver's Topic Alias
+         * invalid (0x94) decision, with the range check (§3.3.2.3.4). */
+        p->topic_alias = (uint16_t)v->n;
+        break;
     case MQTT_P_MAXIMUM_QOS:
         return flag_value(&p->maximum_qos, v->n);
     case MQTT_P_RETAIN_AVAILABLE:
