@@ -524,7 +524,8 @@ static void handle_pub_ack(client_t *c, const mqtt_packet_t *p)
         return;
     }
     if (p->type == MQTT_PUBREC) {
-        if (!bit_get(pb->await, id) || p->u.ack.code >= 0x80) {
+        if (c->w->b->o.qos != 2 || !bit_get(pb->await, id) ||
+            p->u.ack.code >= 0x80) {
             fail(c, "unexpected or negative PUBREC");
             return;
         }
@@ -533,8 +534,10 @@ static void handle_pub_ack(client_t *c, const mqtt_packet_t *p)
         send_ack(c, MQTT_PUBREL, id);
         return;
     }
+    bool qos1 = c->w->b->o.qos == 1;
     uint8_t *map = p->type == MQTT_PUBACK ? pb->await : pb->await_comp;
-    if (!map || !bit_get(map, id) || p->u.ack.code >= 0x80) {
+    if ((p->type == MQTT_PUBACK) != qos1 || !map || !bit_get(map, id) ||
+        p->u.ack.code >= 0x80) {
         fail(c, p->type == MQTT_PUBACK ? "unexpected or negative PUBACK"
                                        : "unexpected or negative PUBCOMP");
         return;
@@ -631,6 +634,12 @@ static void handle_publish(client_t *c, const mqtt_packet_t *p)
         fail(c, "PUBLISH to a client that did not subscribe");
         return;
     }
+    /* Before the SUBACK (§3.8.4 lets it come first) the request bounds it. */
+    int max_qos = c->state == CS_SUBACK ? c->w->b->o.qos : c->sub->granted;
+    if (m->qos > max_qos || (m->qos == 2 && !c->sub->q2)) {
+        fail(c, "PUBLISH above the QoS granted in SUBACK");
+        return;
+    }
     if (m->qos == 2 && bit_get(c->sub->q2, m->packet_id)) {
         /* Re-sent before our PUBREC arrived: already counted. */
         send_ack(c, MQTT_PUBREC, m->packet_id);
@@ -648,7 +657,7 @@ static void handle_publish(client_t *c, const mqtt_packet_t *p)
 
 static void handle_pubrel(client_t *c, const mqtt_packet_t *p)
 {
-    if (!c->sub) {
+    if (!c->sub || !c->sub->q2) {
         fail(c, "unexpected PUBREL");
         return;
     }

@@ -390,10 +390,11 @@ done
 
 NOTES+=("Both brokers and the bench share this machine's $(nproc) cores (the bench and the broker each need a core); other processes running at the same time move the figures, so compare the two columns of one run rather than runs of different days.")
 NOTES+=("Unpaced runs measure what the subscribers received per second. Their publishers stay at most 5,000 deliveries ahead of the subscribers (starling-bench --backlog), so the broker always has work queued and the latency of those runs is mostly that queue; broker latency is compared at a fixed offered rate (pairs-q1-lat).")
+NOTES+=("Compare broker CPU with run time: a broker that used much less CPU than the run lasted was waiting for the bench (which has one core here), so its throughput figure is a lower bound.")
 NOTES+=("connstorm and idle spend most of their time in the kernel's TCP connection set-up and tear-down, which on loopback is charged to the bench as much as to the broker: with both on 2 cores the ratio understates the difference between brokers.")
-NOTES+=("Mosquitto runs with persistence off; Starling with its memory store (single node) or Redis (crossnode). persist measures deliveries queued for offline persistent sessions per second of publishing (until every PUBACK arrived); the rate at which the reconnected sessions drain is the delivered msgs/s row.")
+NOTES+=("Mosquitto runs with persistence off; Starling with its memory store (single node) or Redis (crossnode). persist measures deliveries queued for offline persistent sessions per second of publishing (until every PUBACK arrived); the rate at which the reconnected sessions drain is the delivered msgs/s row. To measure Starling through Redis instead of its memory store, run with STARLING_EXTRA='--store redis://127.0.0.1:6379'.")
 NOTES+=("Mosquitto crossnode is two Mosquitto brokers joined by a bridge (topic sb/# in 0), the nearest it has to a cluster.")
-NOTES+=("Raw results: bench/$(basename "$RESDIR")/results.jsonl (one JSON line per run).")
+NOTES+=("Raw results of this run: bench/$(basename "$RESDIR")/results.jsonl, one JSON line per run (kept on the machine that ran it, not committed).")
 
 write_report "$MACHINE"
 log "wrote $OUT (total $SECONDS s)"

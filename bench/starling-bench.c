@@ -15,7 +15,8 @@
  * phase; it never touches a client.
  *
  * Exit status: 0 ok; 1 guarantees broken (QoS 1/2 loss, QoS 2 duplicates,
- * deliveries to the wrong subscriber, --strict loss) or client errors;
+ * deliveries to the wrong subscriber, nothing delivered at all, --strict
+ * loss) or client errors;
  * 2 timed out; 64 bad usage.
  */
 #include <errno.h>
@@ -609,6 +610,8 @@ static const char *verdict(const bench_t *b, const result_t *r)
     if (b->o.scenario == SC_CONNSTORM || b->o.scenario == SC_IDLE)
         return r->connects < (uint64_t)b->o.clients ? "connections missing"
                                                      : NULL;
+    if (r->expected > 0 && r->unique == 0)
+        return "nothing delivered";
     if (r->lost > 0 && (qos > 0 || b->o.strict))
         return "messages lost";
     if (r->dups > 0 && qos == 2)

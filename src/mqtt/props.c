@@ -228,7 +228,7 @@ static bool repeatable(int id, int ptype)
 
 static int decode_one(mqtt_rd_t *r, int ptype, mqtt_props_t *p)
 {
-    prop_val_t v;
+    prop_val_t v = {0};
     /* the caller's loop guarantees a byte is left; every identifier of 5.0
      * is a one-byte variable byte integer */
     uint8_t id = *r->p++;
@@ -304,7 +304,7 @@ bool mqtt_props_user_next(const mqtt_props_t *props, size_t *cursor,
                           mqtt_bytes_t *key, mqtt_bytes_t *value)
 {
     uint8_t id;
-    prop_val_t v;
+    prop_val_t v = {0};
 
     while (next_prop(props, cursor, &id, &v)) {
         if (id == MQTT_P_USER_PROPERTY) {
@@ -320,7 +320,7 @@ bool mqtt_props_subid_next(const mqtt_props_t *props, size_t *cursor,
                            uint32_t *sub_id)
 {
     uint8_t id;
-    prop_val_t v;
+    prop_val_t v = {0};
 
     while (next_prop(props, cursor, &id, &v)) {
         if (id == MQTT_P_SUBSCRIPTION_ID) {
