@@ -133,6 +133,11 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 /* ---- connections ------------------------------------------------------- */
 
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    conn_flush_all(arg);
+}
+
 void broker_conn_gone(broker_t *b, sess_t *s)
 {
     if (s->prev_all)
@@ -239,8 +244,10 @@ int broker_new(broker_t **out, struct event_base *base, sl_conf_t *conf)
     b->groups = map_new();
     b->subs = trie_new();
     b->tick = event_new(base, -1, EV_PERSIST, on_tick, b);
+    b->flush = event_new(base, -1, 0, on_flush, b);
     if (!b->clients || !b->psessions || !b->delayed_wills || !b->retained ||
-        !b->groups || !b->subs || !b->tick || parse_deny(b) != SL_OK) {
+        !b->groups || !b->subs || !b->tick || !b->flush ||
+        parse_deny(b) != SL_OK) {
         broker_free(b);
         return SL_ENOMEM;
     }
@@ -306,6 +313,8 @@ void broker_free(broker_t *b)
         sess_on_transport_closed(b->all, NULL);
     if (b->tick)
         event_free(b->tick);
+    if (b->flush)
+        event_free(b->flush);
     map_free(b->delayed_wills, delayed_will_free);
     store_free(b->store);
     if (b->psessions) {

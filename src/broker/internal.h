@@ -37,6 +37,7 @@ struct evconnlistener;
 struct event;
 
 typedef struct sess sess_t;
+typedef struct conn conn_t;
 
 /* One subscription of one subscriber. */
 typedef struct sub {
@@ -112,7 +113,7 @@ struct sess {
     struct broker *b;
     uint32_t refs;
     enum sess_state state;
-    struct bufferevent *bev;
+    struct conn *conn;            /* the transport; NULL once closed */
     struct sess *prev_all, *next_all;  /* broker->all list */
     char peer[64];
 
@@ -142,6 +143,7 @@ struct sess {
     dlvq_t pending;              /* waiting for the inflight window */
     uint32_t window;             /* min(max_inflight, client receive max) */
     uint16_t next_pid;
+    bool resumed_pids;           /* pending holds deliveries with a pid */
     uint64_t max_qid;            /* highest store entry seen (dedup) */
     uint32_t max_packet_out;     /* client's maximum packet size (v5) */
     uint16_t alias_max_out;      /* client's topic alias maximum (v5) */
@@ -170,6 +172,8 @@ struct broker {
     store_t *store;
     struct evconnlistener *listener;
     struct event *tick;
+    struct event *flush;         /* writes dirty connections */
+    conn_t *dirty;               /* connections with new output */
     bool stopping;
 
     map_t *clients;              /* cid -> sess_t (with a CONNECT) */
@@ -196,11 +200,12 @@ struct broker {
 };
 
 /* ---- session.c --------------------------------------------------------- */
-sess_t *sess_new(struct broker *b, struct bufferevent *bev, const char *peer);
+sess_t *sess_new(struct broker *b, const char *peer);
 void sess_ref(sess_t *s);
 void sess_unref(sess_t **s);
-/* Process buffered input (called by the transport on read). */
-void sess_on_input(sess_t *s);
+/* Handle the complete packets at the start of buf; returns the bytes
+ * consumed (stops at a partial packet, a pause or a close). */
+size_t sess_feed(sess_t *s, const uint8_t *buf, size_t len);
 /* The transport closed or failed. */
 void sess_on_transport_closed(sess_t *s, const char *why);
 /* Close the session: v5 DISCONNECT with `reason` when >= 0x80 and allowed,
@@ -250,10 +255,24 @@ void broker_cancel_delayed_will(struct broker *b, const char *cid,
                                 size_t clen);
 
 /* ---- net/conn.c -------------------------------------------------------- */
+conn_t *conn_new(struct broker *b, int fd, sess_t *s);
+/* Close the socket and free; the session must drop its pointer. */
+void conn_free(conn_t *c);
+/* Start reading, with the CONNECT deadline as the first timeout. */
+int conn_start(conn_t *c, int connect_timeout);
+/* Read timeout in ms (keepalive); 0 = none. */
+void conn_set_timeout(conn_t *c, uint64_t ms);
+void conn_write(conn_t *c, const void *p, size_t n);
+/* Add a shared buffer without copying; cleanup(p, n, arg) when written. */
+void conn_write_ref(conn_t *c, const void *p, size_t n,
+                    void (*cleanup)(const void *, size_t, void *), void *arg);
+size_t conn_out_len(const conn_t *c);
+/* Feed input kept while the session was paused; resume reading. */
+void conn_resume(conn_t *c);
 /* Close the transport once its output has been written. */
 void conn_close_after_flush(sess_t *s);
-/* Install the transport callbacks on s->bev and start reading. */
-int conn_attach(sess_t *s, int connect_timeout);
+/* Write every connection with pending output (end of a loop iteration). */
+void conn_flush_all(struct broker *b);
 
 /* ---- net/listener.c ---------------------------------------------------- */
 int listener_start(struct broker *b);

@@ -4,8 +4,8 @@
  *   NEW --CONNECT--> CLAIMING --store claim--> ONLINE --close--> CLOSING
  *                                                   \--transport gone--> CLOSED
  *
- * Input: sess_on_input() frames and decodes every complete packet buffered
- * by the transport and dispatches on its type (one handler per packet type
+ * Input: sess_feed() frames and decodes every complete packet the
+ * transport hands it and dispatches on its type (one handler per packet type
  * below). Packets that arrive while the session is CLAIMING stay buffered
  * until the CONNACK has been sent.
  *
@@ -23,7 +23,6 @@
 #include "starling/log.h"
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -41,14 +40,13 @@ static void pump(sess_t *s);
 
 /* ---- lifecycle --------------------------------------------------------- */
 
-sess_t *sess_new(broker_t *b, struct bufferevent *bev, const char *peer)
+sess_t *sess_new(broker_t *b, const char *peer)
 {
     sess_t *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
     s->b = b;
     s->refs = 1; /* the transport's */
-    s->bev = bev;
     s->state = SESS_NEW;
     s->next_pid = 1;
     s->max_packet_out = MQTT_MAX_REMAINING + 5;
@@ -106,9 +104,9 @@ const char *sess_name(const sess_t *s)
 
 static void send_out(sess_t *s, const mqtt_out_t *o)
 {
-    if (!s->bev)
+    if (!s->conn)
         return;
-    bufferevent_write(s->bev, o->buf, o->len);
+    conn_write(s->conn, o->buf, o->len);
     s->b->stats.bytes_out += o->len;
 }
 
@@ -173,7 +171,7 @@ void sess_close(sess_t *s, uint8_t reason, const char *why)
         send_disconnect(s, reason, why);
     sess_end(s);
     s->state = SESS_CLOSING;
-    if (!s->bev)
+    if (!s->conn)
         return;
     conn_close_after_flush(s);
 }
@@ -247,9 +245,9 @@ void sess_on_transport_closed(sess_t *s, const char *why)
         log_info("client '%s' %s: %s", sess_name(s), s->peer, why);
     sess_end(s);
     s->state = SESS_CLOSED;
-    if (s->bev) {
-        bufferevent_free(s->bev);
-        s->bev = NULL;
+    if (s->conn) {
+        conn_free(s->conn);
+        s->conn = NULL;
     }
     broker_conn_gone(s->b, s);
 }
@@ -413,15 +411,11 @@ static bool write_publish(sess_t *s, const dlv_t *d, bool dup)
     } else {
         send_out(s, &h);
     }
-    struct evbuffer *out = bufferevent_get_output(s->bev);
-    if (m->payload_len >= PAYLOAD_REF_MIN) {
-        msg_t *ref = msg_ref((msg_t *)m);
-        if (evbuffer_add_reference(out, m->payload, m->payload_len,
-                                   payload_cleanup, ref) != 0)
-            msg_unref(&ref);
-    } else if (m->payload_len) {
-        evbuffer_add(out, m->payload, m->payload_len);
-    }
+    if (m->payload_len >= PAYLOAD_REF_MIN)
+        conn_write_ref(s->conn, m->payload, m->payload_len, payload_cleanup,
+                       msg_ref((msg_t *)m));
+    else if (m->payload_len)
+        conn_write(s->conn, m->payload, m->payload_len);
     s->b->stats.bytes_out += m->payload_len;
     s->b->stats.msgs_out++;
 done:
@@ -436,7 +430,8 @@ static uint16_t next_pid(sess_t *s)
         uint16_t pid = s->next_pid++;
         if (s->next_pid == 0)
             s->next_pid = 1;
-        if (!dlvq_find(&s->inflight, pid))
+        if (!dlvq_find(&s->inflight, pid) &&
+            (!s->resumed_pids || !dlvq_find(&s->pending, pid)))
             return pid;
     }
 }
@@ -451,12 +446,20 @@ static void dlv_done(sess_t *s, dlv_t *d)
     free(d);
 }
 
-/* Send a QoS 1/2 delivery now: assign a packet id, record it in flight. */
+/* Send a QoS 1/2 delivery now: assign a packet id (unless it has one from
+ * an earlier connection: then it is a resend), record it in flight. */
 static void send_dlv(sess_t *s, dlv_t *d)
 {
-    d->pid = next_pid(s);
+    if (d->pid && d->state == STORE_PUBREC) {
+        dlvq_push(&s->inflight, d);
+        send_ack(s, MQTT_PUBREL, d->pid, 0);
+        return;
+    }
+    bool resend = d->pid != 0;
+    if (!resend)
+        d->pid = next_pid(s);
     d->state = STORE_SENT;
-    if (!write_publish(s, d, false)) {
+    if (!write_publish(s, d, resend)) {
         dlv_done(s, d);
         return;
     }
@@ -477,7 +480,7 @@ static void pump(sess_t *s)
         dlv_t *d = dlvq_pop(&s->pending);
         if (!d)
             break;
-        if (expired(d->msg)) {
+        if (d->msg && d->state != STORE_PUBREC && expired(d->msg)) {
             s->b->stats.dropped_expired++;
             dlv_done(s, d);
             continue;
@@ -500,8 +503,7 @@ void sess_deliver(sess_t *s, msg_t *m, uint8_t qos, bool retain,
     if (n_subids)
         memcpy(tmp.subids, subids, tmp.n_subids * sizeof(uint32_t));
     if (qos == 0) {
-        struct evbuffer *out = bufferevent_get_output(s->bev);
-        if (evbuffer_get_length(out) > OUTPUT_BACKLOG_MAX) {
+        if (!s->conn || conn_out_len(s->conn) > OUTPUT_BACKLOG_MAX) {
             s->b->stats.dropped_queue_full++;
             return;
         }
@@ -533,10 +535,32 @@ void sess_deliver(sess_t *s, msg_t *m, uint8_t qos, bool retain,
         dlvq_push(&s->pending, d);
 }
 
-/* Resend everything in flight after a session resumed (DUP set). */
+/*
+ * After a session resumed: resend what was in flight (DUP set; PUBREL where
+ * PUBREC was seen), but never more than the window of the new connection
+ * (its Receive Maximum, MQTT 5 §4.9). The rest waits at the head of
+ * `pending`, keeping its packet id, and goes out with DUP when room opens.
+ */
 static void resend_inflight(sess_t *s)
 {
-    for (dlv_t *d = s->inflight.head; d; d = d->next) {
+    dlvq_t keep = {0}, later = {0};
+    dlv_t *d;
+    while ((d = dlvq_pop(&s->inflight))) {
+        if (keep.len < s->window)
+            dlvq_push(&keep, d);
+        else
+            dlvq_push(&later, d);
+    }
+    s->inflight = keep;
+    if (later.head) {
+        later.tail->next = s->pending.head;
+        if (!s->pending.head)
+            s->pending.tail = later.tail;
+        s->pending.head = later.head;
+        s->pending.len += later.len;
+    }
+    s->resumed_pids = later.len > 0;
+    for (d = s->inflight.head; d; d = d->next) {
         if (d->state == STORE_PUBREC)
             send_ack(s, MQTT_PUBREL, d->pid, 0);
         else
@@ -584,16 +608,9 @@ static void send_connack(sess_t *s, bool present, const char *assigned)
 
 static void set_keepalive_timeout(sess_t *s)
 {
-    if (!s->bev)
-        return;
-    if (s->keepalive == 0) {
-        bufferevent_set_timeouts(s->bev, NULL, NULL);
-        return;
-    }
     /* MQTT §3.1.2.10: one and a half times the keep alive period. */
-    uint64_t ms = (uint64_t)s->keepalive * 1500u;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    bufferevent_set_timeouts(s->bev, &tv, NULL);
+    if (s->conn)
+        conn_set_timeout(s->conn, (uint64_t)s->keepalive * 1500u);
 }
 
 static subr_t *subr_for_session(sess_t *s, const store_claim_t *c)
@@ -734,8 +751,8 @@ static void on_claimed(void *arg, int status, const store_claim_t *c)
         return;
     }
     go_online(s, c, s->assigned_id ? s->cid : NULL);
-    if (s->state == SESS_ONLINE && s->bev)
-        sess_on_input(s); /* packets that arrived while claiming */
+    if (s->state == SESS_ONLINE && s->conn)
+        conn_resume(s->conn); /* packets that arrived while claiming */
     sess_unref(&s);
 }
 
@@ -1324,8 +1341,8 @@ static void subctx_finish(subctx_t *c)
     }
     if (s->paused) {
         s->paused = false;
-        if (s->state == SESS_ONLINE && s->bev)
-            sess_on_input(s);
+        if (s->state == SESS_ONLINE && s->conn)
+            conn_resume(s->conn);
     }
     sess_unref(&c->s);
     subctx_free(c);
@@ -1566,51 +1583,43 @@ static void decode_error(sess_t *s, int rc, const mqtt_packet_t *p)
     sess_close(s, mqtt_err_reason(rc), why);
 }
 
-void sess_on_input(sess_t *s)
+size_t sess_feed(sess_t *s, const uint8_t *buf, size_t len)
 {
     broker_t *b = s->b;
-    struct evbuffer *in = bufferevent_get_input(s->bev);
+    size_t off = 0;
     sess_ref(s);
-    while ((s->state == SESS_NEW || s->state == SESS_ONLINE) && !s->paused) {
-        size_t avail = evbuffer_get_length(in);
-        if (avail == 0)
-            break;
-        uint8_t hdr[5];
-        size_t n = avail < sizeof(hdr) ? avail : sizeof(hdr);
-        evbuffer_copyout(in, hdr, n);
-        if (s->state == SESS_NEW && hdr[0] != 0x10) {
+    while ((s->state == SESS_NEW || s->state == SESS_ONLINE) && !s->paused &&
+           off < len) {
+        const uint8_t *p = buf + off;
+        size_t avail = len - off;
+        if (s->state == SESS_NEW && p[0] != 0x10) {
             /* Not MQTT at all (or not CONNECT): no need to wait for the
              * rest of a "packet" that will never make sense. */
-            s->b->stats.protocol_errors++;
+            b->stats.protocol_errors++;
             sess_close(s, 0, "first packet is not CONNECT");
             break;
         }
         uint32_t total = 0;
         mqtt_type_t type = 0;
-        /* Only the fixed header is looked at here: on SL_AGAIN, total is
-         * known as soon as the remaining length is complete. */
-        int rc = mqtt_frame(hdr, n, b->conf->max_packet_size, &total, &type);
-        if (rc == SL_AGAIN && total == 0)
+        int rc = mqtt_frame(p, avail, b->conf->max_packet_size, &total, &type);
+        if (rc == SL_AGAIN)
             break;
         if (rc < 0) {
-            mqtt_packet_t none = {.type = (mqtt_type_t)(hdr[0] >> 4)};
+            mqtt_packet_t none = {.type = (mqtt_type_t)(p[0] >> 4)};
             decode_error(s, rc, &none);
             break;
         }
-        if (avail < total)
-            break;
-        uint8_t *buf = evbuffer_pullup(in, total);
-        mqtt_packet_t p;
-        rc = mqtt_decode(buf, total, s->version, &p);
+        mqtt_packet_t pkt;
+        rc = mqtt_decode(p, total, s->version, &pkt);
         b->stats.bytes_in += total;
+        off += total;
         if (rc < 0) {
-            p.type = type;
-            decode_error(s, rc, &p);
+            pkt.type = type;
+            decode_error(s, rc, &pkt);
             break;
         }
-        handle_packet(s, &p);
-        if (s->bev)
-            evbuffer_drain(in, total);
+        handle_packet(s, &pkt);
     }
     sess_unref(&s);
+    return off;
 }

@@ -8,7 +8,6 @@
 #include "starling/log.h"
 
 #include <arpa/inet.h>
-#include <event2/bufferevent.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -51,23 +50,20 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    struct bufferevent *bev =
-        bufferevent_socket_new(b->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (!bev) {
+    sess_t *s = sess_new(b, peer);
+    conn_t *c = s ? conn_new(b, fd, s) : NULL;
+    if (!c) {
+        sess_unref(&s);
         evutil_closesocket(fd);
         return;
     }
-    sess_t *s = sess_new(b, bev, peer);
-    if (!s) {
-        bufferevent_free(bev);
-        return;
-    }
+    s->conn = c;
     s->next_all = b->all;
     if (b->all)
         b->all->prev_all = s;
     b->all = s;
     b->n_conns++;
-    conn_attach(s, b->conf->connect_timeout);
+    conn_start(c, b->conf->connect_timeout);
     log_debug("connection from %s", peer);
 }
 
