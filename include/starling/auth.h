@@ -49,9 +49,11 @@
  * topic (deny "a/secret" refuses a subscription to "a/#"), so a granted
  * subscription never delivers a denied topic.
  *
- * Decisions of steps 2 to 5 are cached per identity for auth_cache_ttl
- * seconds, at most auth_cache_size of them (the oldest is dropped first);
- * failed requests are not cached.
+ * With acl_http_url configured, decisions of steps 2 to 5 are cached per
+ * identity for auth_cache_ttl seconds, at most auth_cache_size of them (the
+ * oldest is dropped first); failed requests are not cached. Without it
+ * every rule is in memory and nothing is cached; with no rule at all a
+ * check costs nothing.
  *
  * Everything runs on the broker's event loop; nothing blocks it (HTTP
  * requests go through a bounded keep-alive connection pool per endpoint).
@@ -151,7 +153,9 @@ typedef void (*auth_connect_fn)(void *arg, auth_result_t r,
 /*
  * Authenticate a CONNECT. Always completes asynchronously: cb runs exactly
  * once, from the event loop, after this call returned (on allocation
- * failure too, then with AUTH_DENY).
+ * failure too, then with AUTH_DENY). The single exception: when not even
+ * that answer can be scheduled (out of memory), cb runs with AUTH_DENY
+ * before this call returns.
  */
 void auth_connect(auth_t *a, const auth_client_t *c, auth_connect_fn cb,
                   void *arg);
@@ -198,8 +202,8 @@ const auth_stats_t *auth_stats(const auth_t *a);
  * text, else "base64"; only for topics matching webhook_topics). Events
  * not in webhook_events are ignored. Events wait in a queue of at most
  * webhook_queue_max entries (and 64 MiB); a failed POST (no answer or 5xx)
- * is tried again webhook_retries times with a growing delay. Unused
- * arguments may be NULL / 0.
+ * is tried again webhook_retries times with a growing delay. Strings are
+ * NUL-terminated; unused arguments may be NULL / 0.
  */
 void hook_event(auth_t *a, const char *event, const char *clientid,
                 const char *username, const char *topic, const void *payload,

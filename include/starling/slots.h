@@ -39,9 +39,9 @@ uint16_t slots_key(const void *key, size_t len);
 enum { SLOTS_MOVED = 1, SLOTS_ASK = 2 };
 
 typedef struct slots_redirect {
-    int kind;                    /* SLOTS_MOVED / SLOTS_ASK */
+    int kind; /* SLOTS_MOVED / SLOTS_ASK */
     uint16_t slot;
-    char host[SLOTS_HOST_MAX];   /* "" when the server did not know it */
+    char host[SLOTS_HOST_MAX]; /* "" when the server did not know it */
     int port;
 } slots_redirect_t;
 
@@ -59,8 +59,8 @@ typedef struct slots_node {
 
 /* Which master owns each slot, from one CLUSTER SLOTS reply. */
 typedef struct slots_map {
-    uint16_t owner[SLOTS_N];     /* index into nodes, or SLOTS_NONE */
-    slots_node_t *nodes;         /* masters, in order of first appearance */
+    uint16_t owner[SLOTS_N]; /* index into nodes, or SLOTS_NONE */
+    slots_node_t *nodes;     /* masters, in order of first appearance */
     size_t n_nodes;
 } slots_map_t;
 

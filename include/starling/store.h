@@ -21,8 +21,12 @@
  * Data handed to a callback (arrays, strings, message references) is valid
  * only during the callback; take a msg_ref() to keep a message.
  *
- * Backends: "memory" (mem.c: embedded, nothing persisted across restarts)
- * and later "redis://..." / "redis+cluster://...".
+ * Backends: "memory" (mem.c: embedded, nothing persisted across restarts),
+ * "redis://[[user]:pass@]host:port[/db]" and
+ * "redis+cluster://[[user]:pass@]h1:p1,h2:p2,..." (redis.c: Redis, Valkey or
+ * Apache Kvrocks, standalone or cluster), both with the options
+ * "?prefix=sl:&timeout=5000" (key prefix; per-request deadline in ms, after
+ * which an operation fails with SL_EIO or SL_ETIMEOUT).
  */
 #ifndef STARLING_STORE_H
 #define STARLING_STORE_H
@@ -94,14 +98,30 @@ typedef struct store_limits {
     bool drop_oldest;            /* else a full queue refuses the new one */
 } store_limits_t;
 
-/* Open a backend by URL ("memory"). SL_OK or SL_EINVAL with err set. */
+/* Open a backend by URL ("memory", "redis://..."). SL_OK or SL_EINVAL with
+ * err set. A networked backend connects in the background: operations
+ * issued before it is ready wait (up to their deadline) and then proceed. */
 int store_open(store_t **out, struct event_base *base, const char *url,
                char *err, size_t errlen);
-/* Close and free; pending callbacks are called with SL_EIO first. */
+/* Close and free; pending callbacks are called with SL_EIO first. Not to be
+ * called from inside a store callback. */
 void store_free(store_t *st);
 /* Whether the backend currently reaches its server (memory: always). */
 bool store_ready(const store_t *st);
 const char *store_kind(const store_t *st);
+
+/* Counters of a backend (all zero for "memory"). */
+typedef struct store_stats {
+    uint64_t requests;           /* commands sent to the server(s) */
+    uint64_t errors;             /* I/O failures, timeouts, error replies */
+    uint64_t timeouts;           /* requests that missed their deadline */
+    uint64_t disconnects;        /* established connections lost */
+    uint64_t reconnects;         /* connections established again */
+    uint64_t redirects;          /* cluster MOVED / ASK replies */
+    uint64_t pending;            /* requests waiting or in flight now */
+} store_stats_t;
+
+void store_stats(const store_t *st, store_stats_t *out);
 
 /*
  * Claim the session of `cid` for this node: bumps the epoch. With `clean`
@@ -118,7 +138,8 @@ void store_session_put(store_t *st, const char *cid, size_t clen,
 void store_session_offline(store_t *st, const char *cid, size_t clen,
                            uint64_t epoch, uint64_t now_ms, store_done_fn cb,
                            void *arg);
-/* Delete the session (epoch 0 = whatever the epoch). */
+/* Delete the session. epoch 0 (the expiry sweep): whatever the epoch, but
+ * only while the session is offline (SL_ESTALE when it is online). */
 void store_session_del(store_t *st, const char *cid, size_t clen,
                        uint64_t epoch, store_done_fn cb, void *arg);
 /* Offline sessions whose expiry is at or before now_ms. */

@@ -263,6 +263,9 @@ int broker_start(broker_t *b)
         log_error("%s", err);
         return rc;
     }
+    rc = auth_new(&b->auth, b->base, b->conf);
+    if (rc != SL_OK)
+        return rc;
     store_retain_load(b->store, on_retained_loaded, b);
     store_sub_load(b->store, on_psub_loaded, b);
     rc = listener_start(b);
@@ -316,6 +319,7 @@ void broker_free(broker_t *b)
     if (b->flush)
         event_free(b->flush);
     map_free(b->delayed_wills, delayed_will_free);
+    auth_free(b->auth);
     store_free(b->store);
     if (b->psessions) {
         size_t cur = 0;

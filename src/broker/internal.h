@@ -26,6 +26,7 @@
 
 #include "starling/broker.h"
 #include "starling/conf.h"
+#include "starling/auth.h"
 #include "starling/map.h"
 #include "starling/mqtt.h"
 #include "starling/msg.h"
@@ -158,6 +159,14 @@ struct sess {
     bool request_problem_info;
 
     uint32_t n_subs;
+
+    /* auth */
+    auth_identity_t *authid;
+    bool redo;                   /* the current packet is decoded again */
+    int authz_act;               /* decision that came back later */
+    char *authz_topic;
+    size_t authz_tlen;
+    int authz_result;
 };
 
 typedef struct broker_stats {
@@ -170,6 +179,7 @@ struct broker {
     struct event_base *base;
     sl_conf_t *conf;
     store_t *store;
+    auth_t *auth;
     struct evconnlistener *listener;
     struct event *tick;
     struct event *flush;         /* writes dirty connections */

@@ -90,6 +90,8 @@ void sess_unref(sess_t **ps)
         free(s->alias_in);
     }
     free(s->in_qos2);
+    auth_identity_free(s->authid);
+    free(s->authz_topic);
     free(s->username);
     free(s->cid);
     free(s);
@@ -234,6 +236,8 @@ static void sess_end(sess_t *s)
         store_session_del(b->store, s->cid, s->clen, s->epoch, NULL, NULL);
     }
     end_outbound(s);
+    hook_event(b->auth, "client.disconnected", s->cid, s->username, NULL, NULL,
+               0, 0, false);
     log_info("client '%s' %s disconnected", sess_name(s), s->peer);
 }
 
@@ -708,6 +712,8 @@ static void go_online(sess_t *s, const store_claim_t *c, const char *assigned)
     s->state = SESS_ONLINE;
     set_keepalive_timeout(s);
     b->stats.connects++;
+    hook_event(b->auth, "client.connected", s->cid, s->username, NULL, NULL, 0,
+               0, false);
     log_info("client '%s' %s connected (v%s, %s, keepalive %u%s)",
              sess_name(s), s->peer,
              s->version == MQTT_V5 ? "5" : s->version == MQTT_V311 ? "3.1.1"
@@ -824,12 +830,91 @@ static void connect_props(sess_t *s, const mqtt_packet_t *p)
                               pr->request_problem_info;
 }
 
+/* What auth.h needs to know about this client ("host:port" split). */
+static void sess_auth_client(const sess_t *s, auth_client_t *c, char *host,
+                             size_t hlen)
+{
+    snprintf(host, hlen, "%s", s->peer);
+    char *colon = strrchr(host, ':');
+    int port = 0;
+    if (colon) {
+        *colon = '\0';
+        port = atoi(colon + 1);
+    }
+    *c = (auth_client_t){.clientid = s->cid, .username = s->username,
+                         .peer_host = host, .peer_port = port,
+                         .proto_version = s->version, .listener = "tcp"};
+}
+
+static void connect_continue(sess_t *s);
+
+static void on_authenticated(void *arg, auth_result_t r, auth_identity_t *id)
+{
+    sess_t *s = arg;
+    s->paused = false;
+    if (s->state != SESS_NEW || !s->conn) {
+        auth_identity_free(id);
+    } else if (r != AUTH_ALLOW) {
+        /* As Mosquitto and EMQX: "not authorized" (v3 5, v5 0x87),
+         * whether or not a password was sent. */
+        refuse(s, MQTT_V3_NOT_AUTHORIZED, MQTT_RC_NOT_AUTHORIZED,
+               "not authorized");
+    } else {
+        s->authid = id;
+        connect_continue(s);
+        if (s->state == SESS_ONLINE && s->conn)
+            conn_resume(s->conn);
+    }
+    sess_unref(&s);
+}
+
+static void on_authz(void *arg, bool allowed)
+{
+    sess_t *s = arg;
+    s->authz_result = allowed;
+    s->paused = false;
+    s->redo = false;
+    if (s->state == SESS_ONLINE && s->conn)
+        conn_resume(s->conn);
+    sess_unref(&s);
+}
+
+/* 1 allowed, 0 denied, -1 asked: the packet is decoded again later. */
+static int sess_authz(sess_t *s, authz_action_t act, const char *t,
+                      size_t tlen, int qos, bool retain)
+{
+    if (s->authz_topic && s->authz_act == (int)act && s->authz_tlen == tlen &&
+        memcmp(s->authz_topic, t, tlen) == 0 && s->authz_result >= 0) {
+        int r = s->authz_result;
+        free(s->authz_topic);
+        s->authz_topic = NULL;
+        return r;
+    }
+    char host[64];
+    auth_client_t c;
+    sess_auth_client(s, &c, host, sizeof(host));
+    sess_ref(s);
+    int r = auth_check(s->b->auth, s->authid, &c, act, t, tlen, qos, retain,
+                       on_authz, s);
+    if (r >= 0) {
+        s->refs--;
+        return r;
+    }
+    free(s->authz_topic);
+    s->authz_topic = strndup(t, tlen);
+    s->authz_tlen = tlen;
+    s->authz_act = (int)act;
+    s->authz_result = -1;
+    s->paused = true;
+    s->redo = true;
+    return -1;
+}
+
 static void handle_connect(sess_t *s, mqtt_packet_t *p)
 {
     broker_t *b = s->b;
     const sl_conf_t *conf = b->conf;
     const mqtt_connect_t *c = &p->u.connect;
-    char *assigned = NULL;
 
     s->version = c->version;
     s->clean = c->clean;
@@ -868,10 +953,8 @@ static void handle_connect(sess_t *s, mqtt_packet_t *p)
             return;
         }
         s->cid = gen_client_id(b);
-        if (s->version == MQTT_V5) {
-            assigned = s->cid;
+        if (s->version == MQTT_V5)
             s->assigned_id = true;
-        }
     } else {
         s->cid = malloc(c->client_id.len + 1);
         if (s->cid) {
@@ -902,6 +985,26 @@ static void handle_connect(sess_t *s, mqtt_packet_t *p)
     if (c->has_username) {
         s->username = strndup((const char *)c->username.p, c->username.len);
     }
+    if (!auth_enabled(b->auth) && conf->allow_anonymous != ANON_FALSE) {
+        connect_continue(s);
+        return;
+    }
+    /* Other packets wait in the input buffer until the decision. */
+    char host[64];
+    auth_client_t ac;
+    sess_auth_client(s, &ac, host, sizeof(host));
+    ac.password = c->password.p;
+    ac.password_len = c->password.len;
+    ac.has_password = c->has_password;
+    s->paused = true;
+    sess_ref(s);
+    auth_connect(b->auth, &ac, on_authenticated, s);
+}
+
+static void connect_continue(sess_t *s)
+{
+    broker_t *b = s->b;
+    char *assigned = s->assigned_id ? s->cid : NULL;
 
     /* Takeover: the existing connection of this client id is closed. */
     sess_t *old = map_get(b->clients, s->cid, s->clen);
@@ -1141,6 +1244,27 @@ static void handle_publish(sess_t *s, mqtt_packet_t *p)
                      pub->packet_id, 0);
         return;
     }
+    int ok = sess_authz(s, AUTHZ_PUBLISH, topic, tlen, pub->qos, pub->retain);
+    if (ok < 0)
+        return;
+    if (!ok) {
+        if (s->version != MQTT_V5 &&
+            conf->acl_deny_action_v3 == ACL_DENY_DISCONNECT) {
+            sess_close(s, 0, "PUBLISH not authorized");
+            return;
+        }
+        if (pub->qos)
+            send_ack(s, pub->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC,
+                     pub->packet_id,
+                     s->version == MQTT_V5 ? MQTT_RC_NOT_AUTHORIZED : 0);
+        return;
+    }
+    if (hook_wanted(b->auth, "message.publish")) {
+        char *t = strndup(topic, tlen);
+        hook_event(b->auth, "message.publish", s->cid, s->username, t,
+                   pub->payload.p, pub->payload.len, pub->qos, pub->retain);
+        free(t);
+    }
     msg_t *m = msg_from(&p->props, s->version, topic, tlen, pub->payload,
                         pub->qos, pub->retain);
     if (!m) {
@@ -1273,6 +1397,14 @@ static uint8_t subscribe_one(sess_t *s, const mqtt_sub_t *ms, uint32_t sub_id,
     }
     if (denied(b, f, flen))
         return refuse_code(s, MQTT_RC_NOT_AUTHORIZED);
+    {
+        const char *af = shared ? inner : f;
+        size_t al = shared ? ilen : flen;
+        if (sess_authz(s, AUTHZ_SUBSCRIBE, af, al, ms->qos, false) != 1)
+            return refuse_code(s, MQTT_RC_NOT_AUTHORIZED);
+    }
+    hook_event(b->auth, "session.subscribed", s->cid, s->username, f ? f : "",
+               NULL, 0, ms->qos, false);
     bool existing = map_get(s->subr->subs, f, flen) != NULL;
     if (!existing && conf->max_subscriptions &&
         s->n_subs >= (uint32_t)conf->max_subscriptions)
@@ -1391,6 +1523,23 @@ static void persist_sub(sess_t *s, subctx_t *c, uint32_t i)
 static void handle_subscribe(sess_t *s, mqtt_packet_t *p)
 {
     uint32_t n = p->u.sub.count;
+    {
+        size_t cur0 = 0;
+        mqtt_sub_t ms0;
+        for (uint32_t i = 0; i < n && mqtt_sub_next(p, s->version, &cur0, &ms0);
+             i++) {
+            const char *f = (const char *)ms0.filter.p, *g, *inner;
+            size_t flen = ms0.filter.len, glen, ilen;
+            if (topic_share_parse(f, flen, &g, &glen, &inner, &ilen) == 1) {
+                f = inner;
+                flen = ilen;
+            }
+            if (topic_filter_check(f, flen, 0) != SL_OK)
+                continue;
+            if (sess_authz(s, AUTHZ_SUBSCRIBE, f, flen, ms0.qos, false) < 0)
+                return;
+        }
+    }
     subctx_t *c = calloc(1, sizeof(*c));
     if (c) {
         c->n = n;
@@ -1619,6 +1768,10 @@ size_t sess_feed(sess_t *s, const uint8_t *buf, size_t len)
             break;
         }
         handle_packet(s, &pkt);
+        if (s->redo) {
+            off -= total; /* decoded again once the answer is in */
+            break;
+        }
     }
     sess_unref(&s);
     return off;

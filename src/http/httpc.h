@@ -102,7 +102,4 @@ httpc_req_t *httpc_request(httpc_ep_t *ep, httpc_method_t m, const char *path,
  * callback. */
 void httpc_cancel(httpc_req_t *r);
 
-/* Connections open now across all endpoints (for tests and metrics). */
-size_t httpc_conn_count(const httpc_t *h);
-
 #endif

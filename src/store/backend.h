@@ -51,6 +51,8 @@ typedef struct store_ops {
     void (*retain_del)(store_t *st, const char *topic, size_t tlen,
                        store_done_fn cb, void *arg);
     void (*retain_load)(store_t *st, store_msgs_fn cb, void *arg);
+    /* Optional (NULL: all counters zero). */
+    void (*stats)(const store_t *st, store_stats_t *out);
 } store_ops_t;
 
 struct store {
@@ -60,5 +62,8 @@ struct store {
 
 int store_mem_open(store_t **out, struct event_base *base, char *err,
                    size_t errlen);
+/* redis.c: "redis://..." and "redis+cluster://..." (see redis_url.h). */
+int store_redis_open(store_t **out, struct event_base *base, const char *url,
+                     char *err, size_t errlen);
 
 #endif

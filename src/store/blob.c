@@ -85,8 +85,7 @@ void blob_sub_write(uint8_t opts, uint32_t sub_id, uint8_t out[BLOB_SUB_LEN])
     put_be(out + 1, sub_id, 4);
 }
 
-int blob_sub_read(const void *buf, size_t len, uint8_t *opts,
-                  uint32_t *sub_id)
+int blob_sub_read(const void *buf, size_t len, uint8_t *opts, uint32_t *sub_id)
 {
     const uint8_t *p = buf;
     if (len != BLOB_SUB_LEN)

@@ -32,7 +32,6 @@ void blob_msg_write(const msg_t *m, uint8_t *out);
 int blob_msg_read(const void *buf, size_t len, msg_t **out);
 
 void blob_sub_write(uint8_t opts, uint32_t sub_id, uint8_t out[BLOB_SUB_LEN]);
-int blob_sub_read(const void *buf, size_t len, uint8_t *opts,
-                  uint32_t *sub_id);
+int blob_sub_read(const void *buf, size_t len, uint8_t *opts, uint32_t *sub_id);
 
 #endif

@@ -300,6 +300,11 @@ static void mem_session_del(store_t *st, const char *cid, size_t clen,
     mem_t *m = (mem_t *)st;
     int status;
     msess_t *s = sess_fenced(m, cid, clen, epoch, &status);
+    if (s && epoch == 0 && s->online) {
+        /* epoch 0 (the expiry sweep) never deletes a reclaimed session. */
+        status = SL_ESTALE;
+        s = NULL;
+    }
     if (s)
         msess_free(map_del(m->sessions, cid, clen));
     done(m, cb, arg, status);

@@ -213,8 +213,9 @@ static int parse_scheme(redis_url_t *u, const char **s, char *err,
         snprintf(err, errlen, "store: rediss:// (TLS) is not supported");
         return SL_EINVAL;
     } else {
-        snprintf(err, errlen, "store: the URL must start with redis:// or "
-                              "redis+cluster://");
+        snprintf(err, errlen,
+                 "store: the URL must start with redis:// or "
+                 "redis+cluster://");
         return SL_EINVAL;
     }
     return SL_OK;
@@ -248,8 +249,7 @@ static int parse_tail(redis_url_t *u, const char *s, char *err, size_t errlen)
     return SL_OK;
 }
 
-int redis_url_parse(const char *url, redis_url_t *out, char *err,
-                    size_t errlen)
+int redis_url_parse(const char *url, redis_url_t *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
     out->timeout_ms = DEFAULT_TIMEOUT_MS;

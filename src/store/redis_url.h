@@ -29,8 +29,8 @@ typedef struct redis_host {
 
 typedef struct redis_url {
     bool cluster;
-    char *user;                  /* NULL = none */
-    char *password;              /* NULL = no AUTH */
+    char *user;     /* NULL = none */
+    char *password; /* NULL = no AUTH */
     int db;
     char *prefix;
     int timeout_ms;

@@ -109,9 +109,8 @@ static const char sub_put_lua[] =
           "return 0\n";
 
 /* KEYS s subs; ARGV epoch filter */
-static const char sub_del_lua[] = FENCE
-    "redis.call('HDEL', KEYS[2], ARGV[2])\n"
-    "return 0\n";
+static const char sub_del_lua[] = FENCE "redis.call('HDEL', KEYS[2], ARGV[2])\n"
+                                        "return 0\n";
 
 /* KEYS s subs. The subscriptions, or nil when there is no session. */
 static const char sub_load_lua[] =
@@ -120,21 +119,24 @@ static const char sub_load_lua[] =
 
 /*
  * KEYS s q out; ARGV max_queued drop_oldest entry
- * A full queue refuses (-11) or drops its oldest entry never sent (not in
- * out); entries in flight are never dropped. Returns the new entry id.
+ * max_queued counts the entries not sent yet (those not in out): a queue
+ * holding that many refuses the new one (-11) or drops its oldest entry
+ * never sent; entries in flight are never dropped. Returns the new id.
  */
 static const char append_lua[] =
     "if redis.call('EXISTS', KEYS[1]) == 0 then return -9 end\n"
     "local max = tonumber(ARGV[1])\n"
-    "if max > 0 and redis.call('XLEN', KEYS[2]) >= max then\n"
-    "  if ARGV[2] == '0' then return -11 end\n"
-    "  local k = redis.call('HLEN', KEYS[3]) + 1\n"
-    "  local r = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', k)\n"
-    "  for i = 1, #r do\n"
-    "    local id = string.match(r[i][1], '^(%d+)')\n"
-    "    if redis.call('HEXISTS', KEYS[3], id) == 0 then\n"
-    "      redis.call('XDEL', KEYS[2], r[i][1])\n"
-    "      break\n"
+    "if max > 0 then\n"
+    "  local sent = redis.call('HLEN', KEYS[3])\n"
+    "  if redis.call('XLEN', KEYS[2]) - sent >= max then\n"
+    "    if ARGV[2] == '0' then return -11 end\n"
+    "    local r = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', sent + 1)\n"
+    "    for i = 1, #r do\n"
+    "      local id = string.match(r[i][1], '^(%d+)')\n"
+    "      if redis.call('HEXISTS', KEYS[3], id) == 0 then\n"
+    "        redis.call('XDEL', KEYS[2], r[i][1])\n"
+    "        break\n"
+    "      end\n"
     "    end\n"
     "  end\n"
     "end\n"

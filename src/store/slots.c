@@ -57,8 +57,8 @@ static int parse_uint(const char *s, size_t len, unsigned long max,
 }
 
 /* "host:port", "[v6]:port" or "v6:port" (port after the last ':'). */
-static int parse_endpoint(const char *s, size_t len, char *host,
-                          size_t hostlen, int *port)
+static int parse_endpoint(const char *s, size_t len, char *host, size_t hostlen,
+                          int *port)
 {
     const char *colon = NULL;
     for (size_t i = len; i > 0; i--) {

@@ -2,6 +2,7 @@
  * store.c - picks a backend by URL and forwards the store.h calls to it.
  */
 #include "backend.h"
+#include "redis_url.h"
 
 #include "starling/err.h"
 
@@ -14,7 +15,11 @@ int store_open(store_t **out, struct event_base *base, const char *url,
     *out = NULL;
     if (!url || strcmp(url, "memory") == 0 || strcmp(url, "mem") == 0)
         return store_mem_open(out, base, err, errlen);
-    snprintf(err, errlen, "store: unsupported store URL '%s' (use 'memory')",
+    if (redis_url_match(url))
+        return store_redis_open(out, base, url, err, errlen);
+    snprintf(err, errlen,
+             "store: unsupported store URL '%s' (use 'memory', redis://... "
+             "or redis+cluster://...)",
              url);
     return SL_EINVAL;
 }
@@ -33,6 +38,13 @@ bool store_ready(const store_t *st)
 const char *store_kind(const store_t *st)
 {
     return st->ops->kind;
+}
+
+void store_stats(const store_t *st, store_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (st->ops->stats)
+        st->ops->stats(st, out);
 }
 
 void store_claim(store_t *st, const char *cid, size_t clen, bool clean,
