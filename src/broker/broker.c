@@ -98,6 +98,7 @@ static void end_stored_session(broker_t *b, const char *cid, size_t clen)
         delayed_will_free(w);
     }
     subr_t *r = map_del(b->psessions, cid, clen);
+    cluster_ended(b, cid, clen);
     if (r) {
         subs_clear(b, r);
         r->gone = true;
@@ -266,6 +267,9 @@ int broker_start(broker_t *b)
     rc = auth_new(&b->auth, b->base, b->conf);
     if (rc != SL_OK)
         return rc;
+    rc = cluster_start(b);
+    if (rc != SL_OK)
+        return rc;
     store_retain_load(b->store, on_retained_loaded, b);
     store_sub_load(b->store, on_psub_loaded, b);
     rc = listener_start(b);
@@ -285,6 +289,7 @@ void broker_stop(broker_t *b)
     log_info("shutting down: closing %u connections", b->n_conns);
     listener_stop(b);
     event_del(b->tick);
+    cluster_stop(b);
     for (sess_t *s = b->all, *next; s; s = next) {
         next = s->next_all;
         s->disconnect_normal = true; /* the session survives: no will */
@@ -319,6 +324,7 @@ void broker_free(broker_t *b)
     if (b->flush)
         event_free(b->flush);
     map_free(b->delayed_wills, delayed_will_free);
+    cluster_free(b);
     auth_free(b->auth);
     store_free(b->store);
     if (b->psessions) {

@@ -39,6 +39,7 @@ struct event;
 
 typedef struct sess sess_t;
 typedef struct conn conn_t;
+typedef struct cluster cluster_t;
 
 /* One subscription of one subscriber. */
 typedef struct sub {
@@ -137,6 +138,7 @@ struct sess {
     bool taken_over;
 
     uint64_t epoch;              /* store epoch (persistent sessions) */
+    uint64_t connected_ms;       /* CONNECT time: a clean session's epoch */
     subr_t *subr;
 
     /* outbound (broker -> client) */
@@ -180,6 +182,7 @@ struct broker {
     sl_conf_t *conf;
     store_t *store;
     auth_t *auth;
+    cluster_t *cluster;          /* NULL on a single node */
     struct evconnlistener *listener;
     struct event *tick;
     struct event *flush;         /* writes dirty connections */
@@ -228,6 +231,14 @@ void sess_deliver(sess_t *s, msg_t *m, uint8_t qos, bool retain,
                   group_t *group);
 const char *sess_name(const sess_t *s);
 
+/* The epoch that orders claims of one client id across the cluster: the
+ * store's for stored sessions, the CONNECT time for clean ones (store
+ * epochs are at least the claim time in ms too). */
+static inline uint64_t sess_claim_epoch(const sess_t *s)
+{
+    return s->epoch ? s->epoch : s->connected_ms;
+}
+
 /* ---- router.c ---------------------------------------------------------- */
 /* Completion of a publish: called once when every store write is done. */
 typedef void (*route_done_fn)(void *arg, int status, bool matched);
@@ -239,6 +250,9 @@ void router_publish(struct broker *b, sess_t *from, msg_t *m,
 void router_send_retained(struct broker *b, sess_t *s, const char *filter,
                           size_t flen, const sub_t *sub);
 void router_fini(struct broker *b);
+/* A message another node forwarded: local subscribers only (persistent
+ * sessions at QoS >= 1 were queued by the publishing node). */
+void router_publish_remote(struct broker *b, msg_t *m);
 /* Deliver m to one member of a shared group other than `except` (used when
  * a member leaves with messages it did not acknowledge). */
 void router_group_deliver(struct broker *b, group_t *g, msg_t *m,
@@ -256,6 +270,30 @@ int subs_add(struct broker *b, subr_t *r, const char *filter, size_t flen,
 int subs_remove(struct broker *b, subr_t *r, const char *filter, size_t flen);
 /* Remove every subscription of r from the trie (and r's map). */
 void subs_clear(struct broker *b, subr_t *r);
+/* Attach or detach the online session; keeps the cluster's routes (filters
+ * with an online subscriber here) current. */
+void subs_set_online(struct broker *b, subr_t *r, sess_t *s);
+
+/* ---- cluster/cluster.c (no-ops on a single node) ----------------------- */
+int cluster_start(struct broker *b);
+void cluster_stop(struct broker *b);
+void cluster_free(struct broker *b);
+void cluster_route_ref(struct broker *b, const char *f, size_t flen,
+                       int delta);
+/* Send a locally published message to every node with a matching route. */
+void cluster_forward(struct broker *b, const msg_t *m);
+/* Tell the owner node of a persistent session about a queued entry; false
+ * when no other node owns it. */
+bool cluster_notify_queued(struct broker *b, const subr_t *r, const msg_t *m,
+                           uint8_t qos, bool retain, const uint32_t *subids,
+                           uint8_t n, uint64_t qid);
+void cluster_claimed(struct broker *b, const sess_t *s);
+void cluster_offline(struct broker *b, const sess_t *s);
+void cluster_psub(struct broker *b, const char *cid, size_t clen,
+                  const char *f, size_t flen, const sub_t *sub, bool add);
+void cluster_ended(struct broker *b, const char *cid, size_t clen);
+void cluster_stats(struct broker *b, uint32_t *nodes, uint32_t *routes,
+                   uint64_t *sent, uint64_t *received);
 
 /* ---- broker.c ---------------------------------------------------------- */
 void broker_conn_gone(struct broker *b, sess_t *s);

@@ -121,6 +121,9 @@ static void on_appended(void *arg, int status, uint64_t id)
         if (s && s->state == SESS_ONLINE && !a->r->gone)
             sess_deliver(s, a->m, a->qos, a->retain, a->subids, a->n_subids,
                          id, NULL);
+        else if (!a->r->gone)
+            cluster_notify_queued(a->b, a->r, a->m, a->qos, a->retain,
+                                  a->subids, a->n_subids, id);
     } else if (status == SL_ELIMIT) {
         a->b->stats.dropped_queue_full++;
         log_debug("queue of client '%s' full, message on '%s' dropped",
@@ -277,7 +280,50 @@ void router_publish(broker_t *b, sess_t *from, msg_t *m, route_done_fn done,
     rt->matched |= b->n_gmatches > 0;
     if (expired)
         b->stats.dropped_expired++;
+    else
+        cluster_forward(b, m);
     route_step(rt);
+}
+
+void router_publish_remote(broker_t *b, msg_t *m)
+{
+    if (m->expiry_at && m->expiry_at <= sl_now_ms()) {
+        b->stats.dropped_expired++;
+        return;
+    }
+    b->match_gen++;
+    b->n_matches = 0;
+    b->n_gmatches = 0;
+    b->match_from = NULL;
+    trie_match(b->subs, m->topic, m->topic_len, on_match, b);
+    for (uint32_t i = 0; i < b->n_matches; i++) {
+        const struct match *mt = &b->matches[i];
+        uint8_t qos = mt->qos < m->qos ? mt->qos : m->qos;
+        if (mt->r->persistent && qos > 0)
+            continue; /* queued by the publishing node */
+        sess_t *s = mt->r->online;
+        if (s && s->state == SESS_ONLINE)
+            sess_deliver(s, m, qos, mt->rap && m->retain, mt->subids,
+                         mt->n_subids, 0, NULL);
+    }
+    /* TODO: a shared group spanning nodes gets one delivery per node. */
+    for (uint32_t i = 0; i < b->n_gmatches; i++) {
+        group_t *g = b->gmatches[i];
+        for (uint32_t k = 0; k < g->n; k++) {
+            member_t *mb = &g->members[(g->rr + k) % g->n];
+            sess_t *s = mb->r->online;
+            if (!s || s->state != SESS_ONLINE)
+                continue;
+            uint8_t qos = mb->sub->qos < m->qos ? mb->sub->qos : m->qos;
+            if (mb->r->persistent && qos > 0)
+                break;
+            g->rr = (g->rr + k + 1) % g->n;
+            uint32_t sid = mb->sub->sub_id;
+            sess_deliver(s, m, qos, false, sid ? &sid : NULL, sid ? 1 : 0, 0,
+                         qos ? g : NULL);
+            break;
+        }
+    }
 }
 
 void router_group_deliver(broker_t *b, group_t *g, msg_t *m,

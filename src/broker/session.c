@@ -220,8 +220,9 @@ static void sess_end(sess_t *s)
     msg_unref(&s->will);
 
     subr_t *r = s->subr;
+    cluster_offline(b, s);
     if (r) {
-        r->online = NULL;
+        subs_set_online(b, r, NULL);
         if (!r->persistent) {
             subs_clear(b, r);
             r->gone = true;
@@ -234,6 +235,7 @@ static void sess_end(sess_t *s)
         /* A stored session resumed for this connection only (v5 clean
          * start 0, expiry 0) ends now. */
         store_session_del(b->store, s->cid, s->clen, s->epoch, NULL, NULL);
+        cluster_ended(b, s->cid, s->clen);
     }
     end_outbound(s);
     hook_event(b->auth, "client.disconnected", s->cid, s->username, NULL, NULL,
@@ -623,6 +625,7 @@ static subr_t *subr_for_session(sess_t *s, const store_claim_t *c)
     subr_t *r = map_get(b->psessions, s->cid, s->clen);
     if (r && (!s->persistent || !c || !c->present)) {
         /* The stored session is discarded or no longer persistent. */
+        cluster_ended(b, s->cid, s->clen);
         map_del(b->psessions, s->cid, s->clen);
         subs_clear(b, r);
         r->gone = true;
@@ -703,13 +706,14 @@ static void go_online(sess_t *s, const store_claim_t *c, const char *assigned)
         sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
         return;
     }
-    s->subr->online = s;
     s->subr->gone = false;
+    subs_set_online(b, s->subr, s);
     bool present = c && c->present;
     if (present)
         load_queue(s, c);
     send_connack(s, present, assigned);
     s->state = SESS_ONLINE;
+    cluster_claimed(b, s);
     set_keepalive_timeout(s);
     b->stats.connects++;
     hook_event(b->auth, "client.connected", s->cid, s->username, NULL, NULL, 0,
@@ -918,6 +922,7 @@ static void handle_connect(sess_t *s, mqtt_packet_t *p)
 
     s->version = c->version;
     s->clean = c->clean;
+    s->connected_ms = sl_now_ms();
     s->keepalive = c->keepalive;
     connect_props(s, p);
     if (s->version != MQTT_V5)
@@ -1420,6 +1425,8 @@ static uint8_t subscribe_one(sess_t *s, const mqtt_sub_t *ms, uint32_t sub_id,
         return refuse_code(s, MQTT_RC_UNSPECIFIED);
     if (!existed)
         s->n_subs++;
+    if (s->persistent)
+        cluster_psub(b, s->cid, s->clen, f, flen, &sub, true);
     /* No retained messages for shared subscriptions (MQTT 5 §4.8.2). */
     *send_retained = !shared && (sub.retain_handling == 0 ||
                                  (sub.retain_handling == 1 && !existed));
@@ -1603,9 +1610,12 @@ static void handle_unsubscribe(sess_t *s, mqtt_packet_t *p)
             codes[i] = MQTT_RC_SUCCESS;
             if (s->n_subs)
                 s->n_subs--;
-            if (s->persistent)
+            if (s->persistent) {
                 store_sub_del(s->b->store, s->cid, s->clen, s->epoch, f,
                               ms.filter.len, NULL, NULL);
+                cluster_psub(s->b, s->cid, s->clen, f, ms.filter.len, NULL,
+                             false);
+            }
         } else {
             codes[i] = MQTT_RC_NO_SUBSCRIPTION_EXISTED;
         }

@@ -142,6 +142,40 @@ static void group_leave(broker_t *b, group_t *g, const subr_t *r)
 
 /* ---- subscriptions ----------------------------------------------------- */
 
+/* The cluster route of a subscription: its filter, the inner one for
+ * "$share/g/f". Counted only while the subscriber is online here. */
+static void route_ref(broker_t *b, const subr_t *r, const char *f,
+                      size_t flen, int delta)
+{
+    const char *g, *inner;
+    size_t glen, ilen;
+    if (!b->cluster || !r->online)
+        return;
+    if (topic_share_parse(f, flen, &g, &glen, &inner, &ilen) == 1)
+        cluster_route_ref(b, inner, ilen, delta);
+    else
+        cluster_route_ref(b, f, flen, delta);
+}
+
+void subs_set_online(broker_t *b, subr_t *r, sess_t *s)
+{
+    size_t cur = 0;
+    const char *f;
+    size_t flen;
+    void *v;
+    if (r->online && !s) {
+        while (map_next(r->subs, &cur, &f, &flen, &v))
+            route_ref(b, r, f, flen, -1);
+    }
+    bool was = r->online != NULL;
+    r->online = s;
+    if (!was && s) {
+        cur = 0;
+        while (map_next(r->subs, &cur, &f, &flen, &v))
+            route_ref(b, r, f, flen, +1);
+    }
+}
+
 int subs_add(broker_t *b, subr_t *r, const char *filter, size_t flen,
              const sub_t *sub, bool *existed)
 {
@@ -185,6 +219,8 @@ int subs_add(broker_t *b, subr_t *r, const char *filter, size_t flen,
     }
     *existed = prev != NULL;
     free(prev);
+    if (!*existed)
+        route_ref(b, r, filter, flen, +1);
     return SL_OK;
 }
 
@@ -205,6 +241,7 @@ int subs_remove(broker_t *b, subr_t *r, const char *filter, size_t flen)
     if (!sub)
         return SL_ENOTFOUND;
     unindex(b, r, filter, flen);
+    route_ref(b, r, filter, flen, -1);
     free(map_del(r->subs, filter, flen));
     return SL_OK;
 }
@@ -215,8 +252,10 @@ void subs_clear(broker_t *b, subr_t *r)
     const char *f;
     size_t flen;
     void *v;
-    while (map_next(r->subs, &cur, &f, &flen, &v))
+    while (map_next(r->subs, &cur, &f, &flen, &v)) {
         unindex(b, r, f, flen);
+        route_ref(b, r, f, flen, -1);
+    }
     map_free(r->subs, free);
     r->subs = map_new();
     if (!r->subs)

@@ -1,0 +1,1229 @@
+/*
+ * cluster.c - nodes that share one Redis-protocol store (DESIGN.md §4).
+ *
+ * On when the store is redis:// or redis+cluster://. Every node is equal:
+ *
+ *  - identity and liveness: `node_id` (config or generated), registered in
+ *    the hash sl:nodes, alive while sl:node:<id>:alive (PX 5000) is
+ *    refreshed every second;
+ *  - bus: each node SUBSCRIBEs to sl:bus:<id> and sl:bus:all on the store
+ *    node that owns the channel name's hash slot (Kvrocks does not forward
+ *    PUBLISH between shards), and PUBLISHes through the store client, which
+ *    routes by the same slot. Records to one node are batched into one
+ *    PUBLISH per loop iteration;
+ *  - routes: each node keeps the filters with an online subscriber in
+ *    sl:routes:<id> and broadcasts additions and removals; every node holds
+ *    the whole table (filter -> nodes) in a trie and sends a message once to
+ *    each node with a matching route. A full reload from the store runs at
+ *    start, on a bus reconnect and every 30 s, so a lost event heals;
+ *  - persistent sessions: subscriptions, claims and ends are broadcast, so
+ *    every node has the cluster-wide index and queues QoS >= 1 messages for
+ *    any persistent session itself, then tells the owner node ('Q');
+ *  - takeover: a claim is broadcast with its epoch; the node holding an
+ *    older connection of that client closes it (v5: 0x8E);
+ *  - a dead node (heartbeat gone): every node drops its routes; one
+ *    survivor (SET NX PX lock) publishes the wills of its clients, marks
+ *    their sessions offline and removes its registration.
+ *
+ * Bus frame: u16 sender id length, sender id, then records
+ * (u8 type, u32 length, body). Integers are big-endian.
+ *
+ * Not built yet (TODO): shared subscription groups spanning nodes (each
+ * node picks one member of its own part of a group); a sweep of queue
+ * entries whose 'Q' notification was lost (the client gets them on its
+ * next reconnect); per-node sequence numbers on route events (the periodic
+ * reload covers gaps).
+ */
+#include "../broker/internal.h"
+#include "../store/blob.h"
+#include "../store/rclient.h"
+#include "../store/redis_url.h"
+
+#include "starling/err.h"
+#include "starling/log.h"
+#include "starling/slots.h"
+
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define HEARTBEAT_MS 1000
+#define ALIVE_TTL_MS 5000
+#define RELOAD_EVERY 30          /* heartbeats between full route reloads */
+#define BATCH_MAX (256u * 1024)  /* flush a node's batch at this size */
+#define MAX_NODES 256
+
+enum {
+    REC_MSG = 'M',        /* to a node: a message for its subscribers */
+    REC_QUEUED = 'Q',     /* to a node: entry queued for its session */
+    REC_ROUTE = 'R',      /* broadcast: route added/removed */
+    REC_PSUB = 'S',       /* broadcast: persistent subscription +/- */
+    REC_ENDED = 'E',      /* broadcast: persistent session ended */
+    REC_CLAIM = 'O',      /* broadcast: session claimed (owner, epoch) */
+    REC_OFFLINE = 'F',    /* broadcast: session went offline */
+    REC_RETAIN = 'T',     /* broadcast: retained message set/cleared */
+};
+
+typedef struct wbuf {
+    uint8_t *p;
+    size_t len, cap;
+} wbuf_t;
+
+typedef struct peer {
+    char *id;
+    wbuf_t batch;              /* records waiting for the flush */
+    bool alive;
+    bool dead_handled;
+} peer_t;
+
+typedef struct owner {
+    uint16_t node;             /* peer index, or SELF */
+    uint64_t epoch;
+    msg_t *will;               /* the session's will, for a dead owner */
+    uint32_t will_delay;
+    uint32_t expiry;
+} owner_t;
+
+#define SELF 0xFFFF
+
+struct cluster {
+    broker_t *b;
+    redis_url_t url;
+    rclient_t *cl;
+    char *id;
+    char chan_self[300];
+    char chan_all[300];
+    peer_t peers[MAX_NODES];
+    size_t n_peers;
+    wbuf_t all;                /* broadcast batch */
+    trie_t *routes;            /* filter -> (peer index + 1) */
+    map_t *local;              /* filter -> count of online subscribers here */
+    map_t *owners;             /* cid -> owner_t */
+    redisAsyncContext *sub;    /* the bus subscriber connection */
+    struct event *beat;
+    struct event *flush;
+    struct event *resub;
+    unsigned beats;
+    bool stopping;
+    uint64_t sent, received;
+};
+
+/* ---- byte buffers ------------------------------------------------------ */
+
+static bool wb_reserve(wbuf_t *w, size_t n)
+{
+    if (w->len + n <= w->cap)
+        return true;
+    size_t nc = w->cap ? w->cap * 2 : 1024;
+    while (nc < w->len + n)
+        nc *= 2;
+    uint8_t *np = realloc(w->p, nc);
+    if (!np)
+        return false;
+    w->p = np;
+    w->cap = nc;
+    return true;
+}
+
+static void wb_put(wbuf_t *w, const void *p, size_t n)
+{
+    if (wb_reserve(w, n)) {
+        memcpy(w->p + w->len, p, n);
+        w->len += n;
+    }
+}
+
+static void wb_u8(wbuf_t *w, uint8_t v)
+{
+    wb_put(w, &v, 1);
+}
+
+static void wb_u16(wbuf_t *w, uint16_t v)
+{
+    uint8_t b[2] = {(uint8_t)(v >> 8), (uint8_t)v};
+    wb_put(w, b, 2);
+}
+
+static void wb_u32(wbuf_t *w, uint32_t v)
+{
+    uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8),
+                    (uint8_t)v};
+    wb_put(w, b, 4);
+}
+
+static void wb_u64(wbuf_t *w, uint64_t v)
+{
+    wb_u32(w, (uint32_t)(v >> 32));
+    wb_u32(w, (uint32_t)v);
+}
+
+static void wb_str(wbuf_t *w, const void *p, size_t n)
+{
+    wb_u16(w, (uint16_t)n);
+    wb_put(w, p, n);
+}
+
+static void wb_msg(wbuf_t *w, const msg_t *m)
+{
+    size_t n = blob_msg_size(m);
+    wb_u32(w, (uint32_t)n);
+    if (wb_reserve(w, n)) {
+        blob_msg_write(m, w->p + w->len);
+        w->len += n;
+    }
+}
+
+/* Reader: every take checks the remaining length first. */
+typedef struct rbuf {
+    const uint8_t *p;
+    size_t len;
+    bool bad;
+} rbuf_t;
+
+static const uint8_t *rb_take(rbuf_t *r, size_t n)
+{
+    if (r->bad || r->len < n) {
+        r->bad = true;
+        return NULL;
+    }
+    const uint8_t *p = r->p;
+    r->p += n;
+    r->len -= n;
+    return p;
+}
+
+static uint8_t rb_u8(rbuf_t *r)
+{
+    const uint8_t *p = rb_take(r, 1);
+    return p ? p[0] : 0;
+}
+
+static uint16_t rb_u16(rbuf_t *r)
+{
+    const uint8_t *p = rb_take(r, 2);
+    return p ? (uint16_t)(p[0] << 8 | p[1]) : 0;
+}
+
+static uint32_t rb_u32(rbuf_t *r)
+{
+    const uint8_t *p = rb_take(r, 4);
+    return p ? (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+                   (uint32_t)p[2] << 8 | p[3]
+             : 0;
+}
+
+static uint64_t rb_u64(rbuf_t *r)
+{
+    uint64_t hi = rb_u32(r);
+    return hi << 32 | rb_u32(r);
+}
+
+static const char *rb_str(rbuf_t *r, size_t *n)
+{
+    *n = rb_u16(r);
+    return (const char *)rb_take(r, *n);
+}
+
+static msg_t *rb_msg(rbuf_t *r)
+{
+    size_t n = rb_u32(r);
+    const uint8_t *p = rb_take(r, n);
+    msg_t *m = NULL;
+    if (!p || blob_msg_read(p, n, &m) != SL_OK) {
+        r->bad = true;
+        return NULL;
+    }
+    return m;
+}
+
+/* ---- peers ------------------------------------------------------------- */
+
+static int peer_index(cluster_t *c, const char *id, size_t len, bool add)
+{
+    for (size_t i = 0; i < c->n_peers; i++)
+        if (strlen(c->peers[i].id) == len && !memcmp(c->peers[i].id, id, len))
+            return (int)i;
+    if (!add || c->n_peers == MAX_NODES)
+        return -1;
+    peer_t *p = &c->peers[c->n_peers];
+    memset(p, 0, sizeof(*p));
+    p->id = strndup(id, len);
+    if (!p->id)
+        return -1;
+    p->alive = true;
+    return (int)c->n_peers++;
+}
+
+/* ---- sending ----------------------------------------------------------- */
+
+static void on_published(void *ctx, const redisReply *r, int status)
+{
+    cluster_t **pc = ctx;
+    if (status != SL_OK || !r || r->type == REDIS_REPLY_ERROR)
+        (*pc)->b->stats.store_errors++;
+}
+
+static void publish_frame(cluster_t *c, const char *chan, wbuf_t *w)
+{
+    if (!w->len)
+        return;
+    wbuf_t f = {0};
+    wb_str(&f, c->id, strlen(c->id));
+    wb_put(&f, w->p, w->len);
+    rcmd_t cmd;
+    rcmd_init(&cmd, "");
+    rcmd_str(&cmd, "PUBLISH");
+    cmd.key = cmd.argc;
+    rcmd_str(&cmd, chan);
+    rcmd_bytes(&cmd, f.p, f.len);
+    rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
+    free(f.p);
+    w->len = 0;
+    c->sent++;
+}
+
+static void flush_all(cluster_t *c)
+{
+    char chan[300];
+    for (size_t i = 0; i < c->n_peers; i++) {
+        if (!c->peers[i].batch.len)
+            continue;
+        snprintf(chan, sizeof(chan), "%sbus:{bus}:%s", c->url.prefix,
+                 c->peers[i].id);
+        publish_frame(c, chan, &c->peers[i].batch);
+    }
+    publish_frame(c, c->chan_all, &c->all);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    flush_all(arg);
+}
+
+/* Start a record in w; returns the offset of its length field. */
+static size_t rec_begin(cluster_t *c, wbuf_t *w, uint8_t type)
+{
+    wb_u8(w, type);
+    size_t at = w->len;
+    wb_u32(w, 0);
+    return at;
+}
+
+static void rec_end(cluster_t *c, wbuf_t *w, size_t at)
+{
+    if (!w->p || at + 4 > w->len)
+        return;
+    uint32_t n = (uint32_t)(w->len - at - 4);
+    w->p[at] = (uint8_t)(n >> 24);
+    w->p[at + 1] = (uint8_t)(n >> 16);
+    w->p[at + 2] = (uint8_t)(n >> 8);
+    w->p[at + 3] = (uint8_t)n;
+    event_active(c->flush, EV_WRITE, 0);
+    if (w->len >= BATCH_MAX)
+        flush_all(c);
+}
+
+/* ---- routes ------------------------------------------------------------ */
+
+static void route_event(cluster_t *c, const char *f, size_t flen, bool add)
+{
+    rcmd_t cmd;
+    char key[300];
+    snprintf(key, sizeof(key), "routes:%s", c->id);
+    rcmd_init(&cmd, c->url.prefix);
+    rcmd_str(&cmd, add ? "SADD" : "SREM");
+    cmd.key = cmd.argc;
+    rcmd_key(&cmd, key);
+    rcmd_bytes(&cmd, f, flen);
+    rclient_send(c->cl, &cmd, RCLIENT_REPLAY, on_published, &c, sizeof(c),
+                 NULL, 0);
+    size_t at = rec_begin(c, &c->all, REC_ROUTE);
+    wb_u8(&c->all, add);
+    wb_str(&c->all, f, flen);
+    rec_end(c, &c->all, at);
+}
+
+void cluster_route_ref(broker_t *b, const char *f, size_t flen, int delta)
+{
+    cluster_t *c = b->cluster;
+    if (!c)
+        return;
+    uintptr_t n = (uintptr_t)map_get(c->local, f, flen);
+    uintptr_t nn = delta > 0 ? n + 1 : (n ? n - 1 : 0);
+    if (nn)
+        map_put(c->local, f, flen, (void *)nn, NULL);
+    else
+        map_del(c->local, f, flen);
+    if ((n == 0) != (nn == 0))
+        route_event(c, f, flen, nn != 0);
+}
+
+static void route_set(cluster_t *c, int peer, const char *f, size_t flen,
+                      bool add)
+{
+    void *old;
+    if (add)
+        trie_insert(c->routes, f, flen, (uintptr_t)peer + 1, (void *)1, &old);
+    else
+        trie_remove(c->routes, f, flen, (uintptr_t)peer + 1, &old);
+}
+
+typedef struct drop_ctx {
+    uintptr_t key;
+    char **filters;
+    size_t n, cap;
+} drop_ctx_t;
+
+static void collect_peer(void *ctx, const char *f, size_t flen, uintptr_t key,
+                         void *value)
+{
+    drop_ctx_t *d = ctx;
+    if (key != d->key)
+        return;
+    if (d->n == d->cap) {
+        size_t nc = d->cap ? d->cap * 2 : 16;
+        char **nf = realloc(d->filters, nc * sizeof(char *));
+        if (!nf)
+            return;
+        d->filters = nf;
+        d->cap = nc;
+    }
+    d->filters[d->n] = strndup(f, flen);
+    if (d->filters[d->n])
+        d->n++;
+}
+
+/* Forget every route of a peer. */
+static void routes_drop_peer(cluster_t *c, int peer)
+{
+    drop_ctx_t d = {.key = (uintptr_t)peer + 1};
+    trie_foreach(c->routes, collect_peer, &d);
+    for (size_t i = 0; i < d.n; i++) {
+        route_set(c, peer, d.filters[i], strlen(d.filters[i]), false);
+        free(d.filters[i]);
+    }
+    free(d.filters);
+}
+
+typedef struct load_ctx {
+    cluster_t *c;
+    int peer;
+} load_ctx_t;
+
+static void on_routes_loaded(void *ctx, const redisReply *r, int status)
+{
+    load_ctx_t *l = ctx;
+    cluster_t *c = l->c;
+    if (status != SL_OK || !r || r->type != REDIS_REPLY_ARRAY)
+        return;
+    routes_drop_peer(c, l->peer);
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type == REDIS_REPLY_STRING)
+            route_set(c, l->peer, e->str, e->len, true);
+    }
+}
+
+static void load_routes_of(cluster_t *c, int peer)
+{
+    char key[300];
+    snprintf(key, sizeof(key), "routes:%s", c->peers[peer].id);
+    rcmd_t cmd;
+    rcmd_init(&cmd, c->url.prefix);
+    rcmd_str(&cmd, "SMEMBERS");
+    cmd.key = cmd.argc;
+    rcmd_key(&cmd, key);
+    load_ctx_t l = {c, peer};
+    rclient_send(c->cl, &cmd, RCLIENT_REPLAY, on_routes_loaded, &l, sizeof(l),
+                 NULL, 0);
+}
+
+/* ---- liveness ---------------------------------------------------------- */
+
+static void handle_dead(cluster_t *c, int peer);
+
+typedef struct alive_ctx {
+    cluster_t *c;
+    int peer;
+} alive_ctx_t;
+
+static void on_alive(void *ctx, const redisReply *r, int status)
+{
+    alive_ctx_t *a = ctx;
+    cluster_t *c = a->c;
+    if (status != SL_OK || !r || r->type != REDIS_REPLY_INTEGER)
+        return;
+    peer_t *p = &c->peers[a->peer];
+    bool alive = r->integer == 1;
+    if (alive && !p->alive) {
+        log_info("cluster: node '%s' is back", p->id);
+        p->dead_handled = false;
+        load_routes_of(c, a->peer);
+    }
+    p->alive = alive;
+    if (!alive && !p->dead_handled) {
+        p->dead_handled = true;
+        log_warning("cluster: node '%s' stopped heartbeating", p->id);
+        handle_dead(c, a->peer);
+    }
+}
+
+static void on_nodes(void *ctx, const redisReply *r, int status)
+{
+    cluster_t *c = *(cluster_t **)ctx;
+    if (status != SL_OK || !r || r->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const redisReply *k = r->element[i];
+        if (k->type != REDIS_REPLY_STRING || !strcmp(k->str, c->id))
+            continue;
+        bool known = peer_index(c, k->str, k->len, false) >= 0;
+        int idx = peer_index(c, k->str, k->len, true);
+        if (idx < 0)
+            continue;
+        if (!known || c->beats % RELOAD_EVERY == 0)
+            load_routes_of(c, idx);
+        char key[300];
+        snprintf(key, sizeof(key), "node:%s:alive", c->peers[idx].id);
+        rcmd_t cmd;
+        rcmd_init(&cmd, c->url.prefix);
+        rcmd_str(&cmd, "EXISTS");
+        cmd.key = cmd.argc;
+        rcmd_key(&cmd, key);
+        alive_ctx_t a = {c, idx};
+        rclient_send(c->cl, &cmd, 0, on_alive, &a, sizeof(a), NULL, 0);
+    }
+}
+
+static void heartbeat(cluster_t *c)
+{
+    char key[300];
+    rcmd_t cmd;
+    snprintf(key, sizeof(key), "node:%s:alive", c->id);
+    rcmd_init(&cmd, c->url.prefix);
+    rcmd_str(&cmd, "SET");
+    cmd.key = cmd.argc;
+    rcmd_key(&cmd, key);
+    rcmd_str(&cmd, "1");
+    rcmd_str(&cmd, "PX");
+    rcmd_u64(&cmd, ALIVE_TTL_MS);
+    rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
+
+    rcmd_init(&cmd, c->url.prefix);
+    rcmd_str(&cmd, "HSET");
+    cmd.key = cmd.argc;
+    rcmd_key(&cmd, "nodes");
+    rcmd_str(&cmd, c->id);
+    rcmd_u64(&cmd, sl_now_ms());
+    rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
+
+    rcmd_init(&cmd, c->url.prefix);
+    rcmd_str(&cmd, "HGETALL");
+    cmd.key = cmd.argc;
+    rcmd_key(&cmd, "nodes");
+    rclient_send(c->cl, &cmd, 0, on_nodes, &c, sizeof(c), NULL, 0);
+}
+
+static void on_beat(evutil_socket_t fd, short what, void *arg)
+{
+    cluster_t *c = arg;
+    c->beats++;
+    heartbeat(c);
+}
+
+/* ---- a dead node ------------------------------------------------------- */
+
+typedef struct dead_ctx {
+    cluster_t *c;
+    int peer;
+} dead_ctx_t;
+
+static void cleanup_dead(cluster_t *c, int peer)
+{
+    broker_t *b = c->b;
+    size_t cur = 0;
+    const char *cid;
+    size_t clen;
+    void *v;
+    uint64_t now = sl_now_ms();
+    size_t wills = 0;
+    while (map_next(c->owners, &cur, &cid, &clen, &v)) {
+        owner_t *o = v;
+        if (o->node != peer)
+            continue;
+        if (o->will) {
+            /* TODO: honour a v5 will delay here too (published now). */
+            router_publish(b, NULL, o->will, NULL, NULL);
+            b->stats.wills_published++;
+            wills++;
+        }
+        if (o->expiry)
+            store_session_offline(b->store, cid, clen, o->epoch, now, NULL,
+                                  NULL);
+        else
+            store_session_del(b->store, cid, clen, o->epoch, NULL, NULL);
+    }
+    char key[300];
+    rcmd_t cmd;
+    snprintf(key, sizeof(key), "routes:%s", c->peers[peer].id);
+    rcmd_init(&cmd, c->url.prefix);
+    rcmd_str(&cmd, "DEL");
+    cmd.key = cmd.argc;
+    rcmd_key(&cmd, key);
+    rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
+    rcmd_init(&cmd, c->url.prefix);
+    rcmd_str(&cmd, "HDEL");
+    cmd.key = cmd.argc;
+    rcmd_key(&cmd, "nodes");
+    rcmd_str(&cmd, c->peers[peer].id);
+    rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
+    log_warning("cluster: cleaned up dead node '%s' (%zu wills published)",
+                c->peers[peer].id, wills);
+}
+
+static void on_dead_lock(void *ctx, const redisReply *r, int status)
+{
+    dead_ctx_t *d = ctx;
+    if (status == SL_OK && r && r->type == REDIS_REPLY_STATUS)
+        cleanup_dead(d->c, d->peer); /* we hold the lock */
+    /* Every node forgets the dead node's clients. */
+    cluster_t *c = d->c;
+    size_t cur = 0;
+    const char *cid;
+    size_t clen;
+    void *v;
+    char **gone = NULL;
+    size_t n = 0;
+    while (map_next(c->owners, &cur, &cid, &clen, &v)) {
+        owner_t *o = v;
+        if (o->node != d->peer)
+            continue;
+        char **ng = realloc(gone, (n + 1) * sizeof(char *));
+        if (!ng)
+            break;
+        gone = ng;
+        gone[n++] = strndup(cid, clen);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (gone[i]) {
+            owner_t *o = map_del(c->owners, gone[i], strlen(gone[i]));
+            if (o)
+                msg_unref(&o->will);
+            free(o);
+        }
+        free(gone[i]);
+    }
+    free(gone);
+}
+
+static void handle_dead(cluster_t *c, int peer)
+{
+    routes_drop_peer(c, peer);
+    char key[300];
+    snprintf(key, sizeof(key), "lock:dead:%s", c->peers[peer].id);
+    rcmd_t cmd;
+    rcmd_init(&cmd, c->url.prefix);
+    rcmd_str(&cmd, "SET");
+    cmd.key = cmd.argc;
+    rcmd_key(&cmd, key);
+    rcmd_str(&cmd, c->id);
+    rcmd_str(&cmd, "NX");
+    rcmd_str(&cmd, "PX");
+    rcmd_u64(&cmd, 30000);
+    dead_ctx_t d = {c, peer};
+    rclient_send(c->cl, &cmd, 0, on_dead_lock, &d, sizeof(d), NULL, 0);
+}
+
+/* ---- receiving --------------------------------------------------------- */
+
+static void owner_set(cluster_t *c, const char *cid, size_t clen, int node,
+                      uint64_t epoch, msg_t *will, uint32_t delay,
+                      uint32_t expiry)
+{
+    owner_t *o = map_get(c->owners, cid, clen);
+    if (!o) {
+        o = calloc(1, sizeof(*o));
+        if (!o || map_put(c->owners, cid, clen, o, NULL) != SL_OK) {
+            free(o);
+            msg_unref(&will);
+            return;
+        }
+    } else if (o->epoch > epoch) {
+        msg_unref(&will);
+        return; /* an older claim arriving late */
+    }
+    msg_unref(&o->will);
+    o->node = (uint16_t)node;
+    o->epoch = epoch;
+    o->will = will;
+    o->will_delay = delay;
+    o->expiry = expiry;
+}
+
+static void owner_del(cluster_t *c, const char *cid, size_t clen,
+                      uint64_t epoch)
+{
+    owner_t *o = map_get(c->owners, cid, clen);
+    if (!o || (epoch && o->epoch > epoch))
+        return;
+    map_del(c->owners, cid, clen);
+    msg_unref(&o->will);
+    free(o);
+}
+
+static void rx_claim(cluster_t *c, int from, rbuf_t *r)
+{
+    size_t clen;
+    const char *cid = rb_str(r, &clen);
+    uint64_t epoch = rb_u64(r);
+    uint32_t expiry = rb_u32(r);
+    uint32_t delay = rb_u32(r);
+    bool has_will = rb_u8(r);
+    msg_t *will = has_will ? rb_msg(r) : NULL;
+    if (r->bad || !cid) {
+        msg_unref(&will);
+        return;
+    }
+    /* Takeover: a newer claim elsewhere closes our connection. */
+    sess_t *s = map_get(c->b->clients, cid, clen);
+    if (s && sess_claim_epoch(s) < epoch) {
+        s->taken_over = true;
+        sess_close(s, MQTT_RC_SESSION_TAKEN_OVER,
+                   "session taken over by another node");
+    }
+    owner_set(c, cid, clen, from, epoch, will, delay, expiry);
+}
+
+static void rx_psub(cluster_t *c, rbuf_t *r)
+{
+    broker_t *b = c->b;
+    bool add = rb_u8(r);
+    size_t clen, flen;
+    const char *cid = rb_str(r, &clen);
+    const char *f = rb_str(r, &flen);
+    uint8_t opts = rb_u8(r);
+    uint32_t subid = rb_u32(r);
+    if (r->bad || !cid || !f)
+        return;
+    subr_t *sr = map_get(b->psessions, cid, clen);
+    if (!add) {
+        if (sr && !sr->online)
+            subs_remove(b, sr, f, flen);
+        return;
+    }
+    if (!sr) {
+        sr = subr_new(cid, clen, true);
+        if (!sr || map_put(b->psessions, cid, clen, sr, NULL) != SL_OK) {
+            subr_unref(&sr);
+            return;
+        }
+    }
+    if (sr->online)
+        return; /* ours: our own index is current */
+    sub_t sub = {.qos = opts & 3, .no_local = (opts >> 2) & 1,
+                 .retain_as_published = (opts >> 3) & 1,
+                 .retain_handling = (opts >> 4) & 3, .sub_id = subid};
+    bool existed;
+    subs_add(b, sr, f, flen, &sub, &existed);
+}
+
+static void rx_ended(cluster_t *c, rbuf_t *r)
+{
+    broker_t *b = c->b;
+    size_t clen;
+    const char *cid = rb_str(r, &clen);
+    if (r->bad || !cid)
+        return;
+    subr_t *sr = map_get(b->psessions, cid, clen);
+    if (sr && !sr->online) {
+        map_del(b->psessions, cid, clen);
+        subs_clear(b, sr);
+        sr->gone = true;
+        subr_unref(&sr);
+    }
+    owner_del(c, cid, clen, 0);
+}
+
+static void rx_queued(cluster_t *c, rbuf_t *r)
+{
+    size_t clen;
+    const char *cid = rb_str(r, &clen);
+    uint64_t qid = rb_u64(r);
+    uint8_t qos = rb_u8(r);
+    bool retain = rb_u8(r);
+    uint8_t n = rb_u8(r);
+    uint32_t subids[4] = {0};
+    for (uint8_t i = 0; i < n && i < 4; i++)
+        subids[i] = rb_u32(r);
+    msg_t *m = rb_msg(r);
+    if (r->bad || !cid || !m) {
+        msg_unref(&m);
+        return;
+    }
+    sess_t *s = map_get(c->b->clients, cid, clen);
+    if (s && s->state == SESS_ONLINE && s->persistent)
+        sess_deliver(s, m, qos, retain, subids, n > 4 ? 4 : n, qid, NULL);
+    msg_unref(&m);
+}
+
+static void rx_retain(cluster_t *c, rbuf_t *r)
+{
+    msg_t *m = rb_msg(r);
+    if (r->bad || !m)
+        return;
+    void *old = NULL;
+    if (m->payload_len == 0)
+        old = map_del(c->b->retained, m->topic, m->topic_len);
+    else if (map_put(c->b->retained, m->topic, m->topic_len, msg_ref(m),
+                     &old) != SL_OK)
+        msg_unref(&m);
+    msg_t *om = old;
+    msg_unref(&om);
+    msg_unref(&m);
+}
+
+static void rx_record(cluster_t *c, int from, uint8_t type, rbuf_t *r)
+{
+    switch (type) {
+    case REC_MSG: {
+        msg_t *m = rb_msg(r);
+        if (m) {
+            router_publish_remote(c->b, m);
+            msg_unref(&m);
+        }
+        break;
+    }
+    case REC_QUEUED:
+        rx_queued(c, r);
+        break;
+    case REC_ROUTE: {
+        bool add = rb_u8(r);
+        size_t flen;
+        const char *f = rb_str(r, &flen);
+        if (!r->bad && f)
+            route_set(c, from, f, flen, add);
+        break;
+    }
+    case REC_PSUB:
+        rx_psub(c, r);
+        break;
+    case REC_ENDED:
+        rx_ended(c, r);
+        break;
+    case REC_CLAIM:
+        rx_claim(c, from, r);
+        break;
+    case REC_OFFLINE: {
+        size_t clen;
+        const char *cid = rb_str(r, &clen);
+        uint64_t epoch = rb_u64(r);
+        if (!r->bad && cid)
+            owner_del(c, cid, clen, epoch);
+        break;
+    }
+    case REC_RETAIN:
+        rx_retain(c, r);
+        break;
+    default:
+        break; /* a newer node's record: skip */
+    }
+}
+
+static void rx_frame(cluster_t *c, const uint8_t *p, size_t len)
+{
+    rbuf_t r = {p, len, false};
+    size_t idlen;
+    const char *id = rb_str(&r, &idlen);
+    if (!id || (idlen == strlen(c->id) && !memcmp(id, c->id, idlen)))
+        return; /* our own broadcast */
+    int from = peer_index(c, id, idlen, true);
+    if (from < 0)
+        return;
+    c->received++;
+    while (r.len && !r.bad) {
+        uint8_t type = rb_u8(&r);
+        uint32_t n = rb_u32(&r);
+        const uint8_t *body = rb_take(&r, n);
+        if (!body)
+            break;
+        rbuf_t rec = {body, n, false};
+        rx_record(c, from, type, &rec);
+    }
+    if (r.bad)
+        log_warning("cluster: malformed bus frame from node '%.*s'",
+                    (int)idlen, id);
+}
+
+/* ---- the subscriber connection ---------------------------------------- */
+
+static void bus_connect(cluster_t *c);
+
+static void on_bus(redisAsyncContext *ac, void *reply, void *priv)
+{
+    cluster_t *c = priv;
+    redisReply *r = reply;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 3)
+        return;
+    const redisReply *kind = r->element[0];
+    if (kind->type == REDIS_REPLY_STRING && !strcmp(kind->str, "message") &&
+        r->element[2]->type == REDIS_REPLY_STRING)
+        rx_frame(c, (const uint8_t *)r->element[2]->str, r->element[2]->len);
+    else if (kind->type == REDIS_REPLY_STRING &&
+             !strcmp(kind->str, "subscribe"))
+        log_debug("cluster: subscribed to %s", r->element[1]->str);
+}
+
+static void on_resub(evutil_socket_t fd, short what, void *arg)
+{
+    bus_connect(arg);
+}
+
+static void on_bus_disconnect(const redisAsyncContext *ac, int status)
+{
+    cluster_t *c = ac->data;
+    c->sub = NULL;
+    if (c->stopping)
+        return;
+    log_warning("cluster: bus connection lost, reconnecting");
+    struct timeval tv = {1, 0};
+    evtimer_add(c->resub, &tv);
+}
+
+static void on_bus_connect(const redisAsyncContext *ac, int status)
+{
+    cluster_t *c = ac->data;
+    if (status != REDIS_OK) {
+        c->sub = NULL;
+        struct timeval tv = {1, 0};
+        evtimer_add(c->resub, &tv);
+        return;
+    }
+    /* A reconnect may have missed events: reload every route. */
+    for (size_t i = 0; i < c->n_peers; i++)
+        load_routes_of(c, (int)i);
+}
+
+/* The store node that owns the bus channels' slot (cluster) or the server. */
+typedef struct bus_target {
+    cluster_t *c;
+} bus_target_t;
+
+static void bus_open(cluster_t *c, const char *host, int port)
+{
+    redisAsyncContext *ac = redisAsyncConnect(host, port);
+    if (!ac || ac->err) {
+        if (ac)
+            redisAsyncFree(ac);
+        struct timeval tv = {1, 0};
+        evtimer_add(c->resub, &tv);
+        return;
+    }
+    ac->data = c;
+    redisLibeventAttach(ac, c->b->base);
+    redisAsyncSetConnectCallback(ac, on_bus_connect);
+    redisAsyncSetDisconnectCallback(ac, on_bus_disconnect);
+    if (c->url.password) {
+        if (c->url.user)
+            redisAsyncCommand(ac, NULL, NULL, "AUTH %s %s", c->url.user,
+                              c->url.password);
+        else
+            redisAsyncCommand(ac, NULL, NULL, "AUTH %s", c->url.password);
+    }
+    redisAsyncCommand(ac, on_bus, c, "SUBSCRIBE %s %s", c->chan_self,
+                      c->chan_all);
+    c->sub = ac;
+}
+
+static void on_slots(void *ctx, const redisReply *r, int status)
+{
+    cluster_t *c = *(cluster_t **)ctx;
+    slots_map_t map;
+    if (status != SL_OK || !r ||
+        slots_map_parse(r, c->url.hosts[0].host, &map) != SL_OK) {
+        struct timeval tv = {1, 0};
+        evtimer_add(c->resub, &tv);
+        return;
+    }
+    /* Both channels share a hash tag, so one slot and one node. */
+    uint16_t slot = slots_key(c->chan_self, strlen(c->chan_self));
+    uint16_t owner = map.owner[slot];
+    if (owner == SLOTS_NONE)
+        owner = 0;
+    bus_open(c, map.nodes[owner].host, map.nodes[owner].port);
+    slots_map_fini(&map);
+}
+
+static void bus_connect(cluster_t *c)
+{
+    if (c->stopping || c->sub)
+        return;
+    if (!c->url.cluster) {
+        bus_open(c, c->url.hosts[0].host, c->url.hosts[0].port);
+        return;
+    }
+    rcmd_t cmd;
+    rcmd_init(&cmd, "");
+    rcmd_str(&cmd, "CLUSTER");
+    rcmd_str(&cmd, "SLOTS");
+    rclient_send(c->cl, &cmd, 0, on_slots, &c, sizeof(c), NULL, 0);
+}
+
+/* ---- what the broker calls --------------------------------------------- */
+
+typedef struct fwd_ctx {
+    cluster_t *c;
+    bool want[MAX_NODES];
+    bool any;
+} fwd_ctx_t;
+
+static void on_route_match(void *ctx, const char *f, size_t flen,
+                           uintptr_t key, void *value)
+{
+    fwd_ctx_t *x = ctx;
+    size_t i = key - 1;
+    if (i < x->c->n_peers && x->c->peers[i].alive) {
+        x->want[i] = true;
+        x->any = true;
+    }
+}
+
+void cluster_forward(broker_t *b, const msg_t *m)
+{
+    cluster_t *c = b->cluster;
+    if (!c || !c->n_peers)
+        return;
+    fwd_ctx_t x = {.c = c};
+    trie_match(c->routes, m->topic, m->topic_len, on_route_match, &x);
+    if (m->retain) {
+        size_t at = rec_begin(c, &c->all, REC_RETAIN);
+        wb_msg(&c->all, m);
+        rec_end(c, &c->all, at);
+    }
+    if (!x.any)
+        return;
+    for (size_t i = 0; i < c->n_peers; i++) {
+        if (!x.want[i])
+            continue;
+        wbuf_t *w = &c->peers[i].batch;
+        size_t at = rec_begin(c, w, REC_MSG);
+        wb_msg(w, m);
+        rec_end(c, w, at);
+    }
+}
+
+bool cluster_notify_queued(broker_t *b, const subr_t *r, const msg_t *m,
+                           uint8_t qos, bool retain, const uint32_t *subids,
+                           uint8_t n, uint64_t qid)
+{
+    cluster_t *c = b->cluster;
+    if (!c)
+        return false;
+    owner_t *o = map_get(c->owners, r->cid, r->clen);
+    if (!o || o->node == SELF || o->node >= c->n_peers)
+        return false;
+    wbuf_t *w = &c->peers[o->node].batch;
+    size_t at = rec_begin(c, w, REC_QUEUED);
+    wb_str(w, r->cid, r->clen);
+    wb_u64(w, qid);
+    wb_u8(w, qos);
+    wb_u8(w, retain);
+    wb_u8(w, n);
+    for (uint8_t i = 0; i < n; i++)
+        wb_u32(w, subids[i]);
+    wb_msg(w, m);
+    rec_end(c, w, at);
+    return true;
+}
+
+void cluster_claimed(broker_t *b, const sess_t *s)
+{
+    cluster_t *c = b->cluster;
+    if (!c)
+        return;
+    size_t at = rec_begin(c, &c->all, REC_CLAIM);
+    wb_str(&c->all, s->cid, s->clen);
+    wb_u64(&c->all, sess_claim_epoch(s));
+    wb_u32(&c->all, s->persistent ? s->expiry : 0);
+    wb_u32(&c->all, s->will_delay);
+    wb_u8(&c->all, s->will != NULL);
+    if (s->will)
+        wb_msg(&c->all, s->will);
+    rec_end(c, &c->all, at);
+    owner_set(c, s->cid, s->clen, SELF, sess_claim_epoch(s), NULL, 0, 0);
+}
+
+void cluster_offline(broker_t *b, const sess_t *s)
+{
+    cluster_t *c = b->cluster;
+    if (!c)
+        return;
+    size_t at = rec_begin(c, &c->all, REC_OFFLINE);
+    wb_str(&c->all, s->cid, s->clen);
+    wb_u64(&c->all, sess_claim_epoch(s));
+    rec_end(c, &c->all, at);
+    owner_del(c, s->cid, s->clen, sess_claim_epoch(s));
+}
+
+void cluster_psub(broker_t *b, const char *cid, size_t clen, const char *f,
+                  size_t flen, const sub_t *sub, bool add)
+{
+    cluster_t *c = b->cluster;
+    if (!c)
+        return;
+    size_t at = rec_begin(c, &c->all, REC_PSUB);
+    wb_u8(&c->all, add);
+    wb_str(&c->all, cid, clen);
+    wb_str(&c->all, f, flen);
+    wb_u8(&c->all, sub ? (uint8_t)(sub->qos | sub->no_local << 2 |
+                                   sub->retain_as_published << 3 |
+                                   sub->retain_handling << 4)
+                       : 0);
+    wb_u32(&c->all, sub ? sub->sub_id : 0);
+    rec_end(c, &c->all, at);
+}
+
+void cluster_ended(broker_t *b, const char *cid, size_t clen)
+{
+    cluster_t *c = b->cluster;
+    if (!c)
+        return;
+    size_t at = rec_begin(c, &c->all, REC_ENDED);
+    wb_str(&c->all, cid, clen);
+    rec_end(c, &c->all, at);
+}
+
+void cluster_stats(broker_t *b, uint32_t *nodes, uint32_t *routes,
+                   uint64_t *sent, uint64_t *received)
+{
+    cluster_t *c = b->cluster;
+    *nodes = *routes = 0;
+    *sent = *received = 0;
+    if (!c)
+        return;
+    *nodes = 1;
+    for (size_t i = 0; i < c->n_peers; i++)
+        *nodes += c->peers[i].alive;
+    *routes = (uint32_t)trie_count(c->routes);
+    *sent = c->sent;
+    *received = c->received;
+}
+
+static void gen_id(char *out, size_t len)
+{
+    char host[64] = "node";
+    gethostname(host, sizeof(host) - 1);
+    snprintf(out, len, "%s-%d-%04x", host, (int)getpid(), rand() & 0xffff);
+}
+
+int cluster_start(broker_t *b)
+{
+    if (!redis_url_match(b->conf->store))
+        return SL_OK;
+    cluster_t *c = calloc(1, sizeof(*c));
+    char err[256];
+    if (!c)
+        return SL_ENOMEM;
+    c->b = b;
+    if (redis_url_parse(b->conf->store, &c->url, err, sizeof(err)) != SL_OK) {
+        log_error("cluster: %s", err);
+        redis_url_fini(&c->url);
+        free(c);
+        return SL_EINVAL;
+    }
+    char gen[128];
+    if (!b->conf->node_id)
+        gen_id(gen, sizeof(gen));
+    c->id = strdup(b->conf->node_id ? b->conf->node_id : gen);
+    /* One hash tag for both channels: one slot, one store node. */
+    snprintf(c->chan_self, sizeof(c->chan_self), "%sbus:{bus}:%s",
+             c->url.prefix, c->id);
+    snprintf(c->chan_all, sizeof(c->chan_all), "%sbus:{bus}:all",
+             c->url.prefix);
+    c->routes = trie_new();
+    c->local = map_new();
+    c->owners = map_new();
+    c->beat = event_new(b->base, -1, EV_PERSIST, on_beat, c);
+    c->flush = event_new(b->base, -1, 0, on_flush, c);
+    c->resub = evtimer_new(b->base, on_resub, c);
+    if (!c->id || !c->routes || !c->local || !c->owners || !c->beat ||
+        !c->flush || !c->resub ||
+        rclient_new(&c->cl, b->base, &c->url, NULL, 0, err, sizeof(err)) !=
+            SL_OK) {
+        log_error("cluster: cannot start: %s", err);
+        b->cluster = c;
+        cluster_free(b);
+        return SL_ENOMEM;
+    }
+    b->cluster = c;
+    heartbeat(c);
+    bus_connect(c);
+    struct timeval tv = {HEARTBEAT_MS / 1000, (HEARTBEAT_MS % 1000) * 1000};
+    event_add(c->beat, &tv);
+    log_info("cluster: node '%s' joining through %s", c->id,
+             c->url.cluster ? "a store cluster" : "the store");
+    return SL_OK;
+}
+
+/* Leave the cluster: routes and registration go, the heartbeat stops. */
+void cluster_stop(broker_t *b)
+{
+    cluster_t *c = b->cluster;
+    if (!c || c->stopping)
+        return;
+    c->stopping = true;
+    event_del(c->beat);
+    char key[300];
+    rcmd_t cmd;
+    snprintf(key, sizeof(key), "routes:%s", c->id);
+    rcmd_init(&cmd, c->url.prefix);
+    rcmd_str(&cmd, "DEL");
+    cmd.key = cmd.argc;
+    rcmd_key(&cmd, key);
+    rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
+    flush_all(c);
+}
+
+static void owner_free(void *v)
+{
+    owner_t *o = v;
+    msg_unref(&o->will);
+    free(o);
+}
+
+void cluster_free(broker_t *b)
+{
+    cluster_t *c = b->cluster;
+    if (!c)
+        return;
+    c->stopping = true;
+    if (c->sub) {
+        redisAsyncContext *ac = c->sub;
+        c->sub = NULL;
+        redisAsyncFree(ac);
+    }
+    if (c->cl)
+        rclient_free(c->cl);
+    if (c->beat)
+        event_free(c->beat);
+    if (c->flush)
+        event_free(c->flush);
+    if (c->resub)
+        event_free(c->resub);
+    for (size_t i = 0; i < c->n_peers; i++) {
+        free(c->peers[i].id);
+        free(c->peers[i].batch.p);
+    }
+    free(c->all.p);
+    trie_free(c->routes, NULL);
+    map_free(c->local, NULL);
+    map_free(c->owners, owner_free);
+    free(c->id);
+    redis_url_fini(&c->url);
+    free(c);
+    b->cluster = NULL;
+}
