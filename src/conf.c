@@ -170,6 +170,9 @@ static const option_t options[] = {
         "have unacknowledged."),
     INT(max_topic_alias, 0, 65535, "10", FIXED,
         "MQTT 5 Topic Alias Maximum for incoming PUBLISH; 0 = no aliases."),
+    INT(sys_interval, 0, 86400, "10", FIXED,
+        "Seconds between updates of the $SYS/broker/... topics (retained); "
+        "0 = no $SYS topics."),
     INT(max_qos, 0, 2, "2", FIXED,
         "Highest QoS the broker supports (MQTT 5 Maximum QoS)."),
     UINT32(persistent_client_expiration, 0, UINT32_MAX, "0", RELOAD,

@@ -96,6 +96,7 @@ typedef struct sl_conf {
     int receive_maximum;             /* 100: v5 server receive maximum */
     int max_topic_alias;             /* 10: v5 topic alias maximum (inbound) */
     int max_qos;                     /* 2 */
+    int sys_interval;                /* 10 s; 0 = no $SYS topics */
     uint32_t persistent_client_expiration; /* s; 0 = never (v3 sessions) */
     uint32_t max_session_expiry;     /* s cap for v5; 0xFFFFFFFF = none */
     shared_strategy_t shared_subscription_strategy; /* round_robin */

@@ -128,8 +128,12 @@ static void on_expired(void *arg, int status, const char *const *cids,
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     broker_t *b = arg;
-    if (!b->stopping)
-        store_session_expired(b->store, sl_now_ms(), on_expired, b);
+    if (b->stopping)
+        return;
+    store_session_expired(b->store, sl_now_ms(), on_expired, b);
+    int every = b->conf->sys_interval;
+    if (every && ++b->ticks % (unsigned)every == 0)
+        sys_publish(b);
 }
 
 /* ---- connections ------------------------------------------------------- */
@@ -277,6 +281,7 @@ int broker_start(broker_t *b)
         return rc;
     struct timeval one = {1, 0};
     event_add(b->tick, &one);
+    b->started_ms = sl_mono_ms();
     log_info("starling ready (store: %s)", store_kind(b->store));
     return SL_OK;
 }

@@ -200,6 +200,8 @@ struct broker {
     sess_t *all;                 /* every connection */
     uint32_t n_conns;
     uint64_t id_seq;             /* generated client ids */
+    uint64_t started_ms;         /* monotonic */
+    unsigned ticks;
 
     /* router scratch (one publish at a time) */
     uint64_t match_gen;
@@ -292,6 +294,8 @@ void cluster_offline(struct broker *b, const sess_t *s);
 void cluster_psub(struct broker *b, const char *cid, size_t clen,
                   const char *f, size_t flen, const sub_t *sub, bool add);
 void cluster_ended(struct broker *b, const char *cid, size_t clen);
+/* This node's id in a cluster; NULL on a single node. */
+const char *cluster_node_id(const struct broker *b);
 void cluster_stats(struct broker *b, uint32_t *nodes, uint32_t *routes,
                    uint64_t *sent, uint64_t *received);
 
@@ -321,6 +325,10 @@ void conn_resume(conn_t *c);
 void conn_close_after_flush(sess_t *s);
 /* Write every connection with pending output (end of a loop iteration). */
 void conn_flush_all(struct broker *b);
+
+/* ---- sys.c ------------------------------------------------------------- */
+/* Publish the $SYS/broker/... figures (retained). */
+void sys_publish(struct broker *b);
 
 /* ---- net/listener.c ---------------------------------------------------- */
 int listener_start(struct broker *b);

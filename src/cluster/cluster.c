@@ -1097,6 +1097,11 @@ void cluster_ended(broker_t *b, const char *cid, size_t clen)
     rec_end(c, &c->all, at);
 }
 
+const char *cluster_node_id(const broker_t *b)
+{
+    return b->cluster ? b->cluster->id : NULL;
+}
+
 void cluster_stats(broker_t *b, uint32_t *nodes, uint32_t *routes,
                    uint64_t *sent, uint64_t *received)
 {
