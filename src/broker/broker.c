@@ -138,6 +138,17 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 /* ---- connections ------------------------------------------------------- */
 
+/* Every client is gone: leave the loop shortly, so the store and the bus
+ * can still send what the disconnects wrote (sessions marked offline). */
+static void finish_stop(broker_t *b)
+{
+    struct timeval tv = {0, b->store && strcmp(store_kind(b->store),
+                                               "memory") != 0
+                                ? 300000
+                                : 0};
+    event_base_loopexit(b->base, &tv);
+}
+
 static void on_flush(evutil_socket_t fd, short what, void *arg)
 {
     conn_flush_all(arg);
@@ -155,7 +166,7 @@ void broker_conn_gone(broker_t *b, sess_t *s)
     b->n_conns--;
     sess_unref(&s);
     if (b->stopping && b->n_conns == 0)
-        event_base_loopexit(b->base, NULL);
+        finish_stop(b);
 }
 
 /* ---- start-up ---------------------------------------------------------- */
@@ -301,7 +312,7 @@ void broker_stop(broker_t *b)
         sess_close(s, MQTT_RC_SERVER_SHUTTING_DOWN, NULL);
     }
     if (b->n_conns == 0)
-        event_base_loopexit(b->base, NULL);
+        finish_stop(b);
 }
 
 static void psession_free(void *v)
