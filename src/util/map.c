@@ -39,18 +39,11 @@ uint64_t map_hash(const void *key, size_t len)
     return h;
 }
 
+/* The slots are allocated at the first insert: many maps (one per
+ * subscriber) stay empty for their whole life. */
 map_t *map_new(void)
 {
-    map_t *m = calloc(1, sizeof(*m));
-    if (!m)
-        return NULL;
-    m->cap = 16;
-    m->slots = calloc(m->cap, sizeof(slot_t));
-    if (!m->slots) {
-        free(m);
-        return NULL;
-    }
-    return m;
+    return calloc(1, sizeof(map_t));
 }
 
 void map_free(map_t *m, void (*free_value)(void *value))
@@ -90,13 +83,15 @@ static size_t find(const map_t *m, const void *key, size_t klen, uint64_t h,
 void *map_get(const map_t *m, const void *key, size_t klen)
 {
     bool found;
+    if (!m->count)
+        return NULL;
     size_t i = find(m, key, klen, map_hash(key, klen), &found);
     return found ? m->slots[i].value : NULL;
 }
 
 static int grow(map_t *m)
 {
-    size_t ncap = m->cap * 2;
+    size_t ncap = m->cap ? m->cap * 2 : 8;
     slot_t *ns = calloc(ncap, sizeof(slot_t));
     if (!ns)
         return SL_ENOMEM;
@@ -119,6 +114,8 @@ int map_put(map_t *m, const void *key, size_t klen, void *value, void **old)
 {
     uint64_t h = map_hash(key, klen);
     bool found;
+    if (!m->cap && grow(m) != SL_OK)
+        return SL_ENOMEM;
     size_t i = find(m, key, klen, h, &found);
     if (found) {
         if (old)
@@ -129,6 +126,7 @@ int map_put(map_t *m, const void *key, size_t klen, void *value, void **old)
     if (old)
         *old = NULL;
     if ((m->count + 1) * 10 > m->cap * 7) {
+        /* (also the first insert: cap 0) */
         if (grow(m) != SL_OK)
             return SL_ENOMEM;
         i = find(m, key, klen, h, &found);
@@ -146,6 +144,8 @@ int map_put(map_t *m, const void *key, size_t klen, void *value, void **old)
 void *map_del(map_t *m, const void *key, size_t klen)
 {
     bool found;
+    if (!m->count)
+        return NULL;
     size_t i = find(m, key, klen, map_hash(key, klen), &found);
     if (!found)
         return NULL;
