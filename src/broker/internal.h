@@ -117,7 +117,7 @@ struct sess {
     enum sess_state state;
     struct conn *conn;            /* the transport; NULL once closed */
     struct sess *prev_all, *next_all;  /* broker->all list */
-    char peer[64];
+    char *peer;                  /* "address:port", for logs */
 
     /* from CONNECT */
     uint8_t version;

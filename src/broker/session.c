@@ -50,7 +50,11 @@ sess_t *sess_new(broker_t *b, const char *peer)
     s->state = SESS_NEW;
     s->next_pid = 1;
     s->max_packet_out = MQTT_MAX_REMAINING + 5;
-    snprintf(s->peer, sizeof(s->peer), "%s", peer);
+    s->peer = strdup(peer);
+    if (!s->peer) {
+        free(s);
+        return NULL;
+    }
     return s;
 }
 
@@ -94,6 +98,7 @@ void sess_unref(sess_t **ps)
     free(s->authz_topic);
     free(s->username);
     free(s->cid);
+    free(s->peer);
     free(s);
 }
 
