@@ -703,17 +703,30 @@ static void load_queue(sess_t *s, const store_claim_t *c)
     }
 }
 
+/* A clean session's subscriber entry, made at its first SUBSCRIBE (a
+ * client that only publishes never needs one). NULL when out of memory. */
+static subr_t *sess_subr(sess_t *s)
+{
+    if (!s->subr && (s->subr = subr_new(s->cid, s->clen, false)))
+        subs_set_online(s->b, s->subr, s);
+    return s->subr;
+}
+
 static void go_online(sess_t *s, const store_claim_t *c, const char *assigned)
 {
     broker_t *b = s->b;
-    s->subr = subr_for_session(s, c);
-    if (!s->subr) {
-        sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
-        return;
-    }
-    s->subr->gone = false;
-    subs_set_online(b, s->subr, s);
     bool present = c && c->present;
+    bool lazy = !s->persistent && !present &&
+                !map_get(b->psessions, s->cid, s->clen);
+    if (!lazy) {
+        s->subr = subr_for_session(s, c);
+        if (!s->subr) {
+            sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
+            return;
+        }
+        s->subr->gone = false;
+        subs_set_online(b, s->subr, s);
+    }
     if (present)
         load_queue(s, c);
     send_connack(s, present, assigned);
@@ -1415,7 +1428,10 @@ static uint8_t subscribe_one(sess_t *s, const mqtt_sub_t *ms, uint32_t sub_id,
     }
     hook_event(b->auth, "session.subscribed", s->cid, s->username, f ? f : "",
                NULL, 0, ms->qos, false);
-    bool existing = map_get(s->subr->subs, f, flen) != NULL;
+    subr_t *r = sess_subr(s);
+    if (!r)
+        return refuse_code(s, MQTT_RC_UNSPECIFIED);
+    bool existing = map_get(r->subs, f, flen) != NULL;
     if (!existing && conf->max_subscriptions &&
         s->n_subs >= (uint32_t)conf->max_subscriptions)
         return refuse_code(s, MQTT_RC_QUOTA_EXCEEDED);
@@ -1426,7 +1442,7 @@ static uint8_t subscribe_one(sess_t *s, const mqtt_sub_t *ms, uint32_t sub_id,
                  .retain_handling = ms->retain_handling,
                  .sub_id = sub_id};
     bool existed;
-    if (subs_add(b, s->subr, f, flen, &sub, &existed) != SL_OK)
+    if (subs_add(b, r, f, flen, &sub, &existed) != SL_OK)
         return refuse_code(s, MQTT_RC_UNSPECIFIED);
     if (!existed)
         s->n_subs++;
@@ -1611,7 +1627,8 @@ static void handle_unsubscribe(sess_t *s, mqtt_packet_t *p)
     for (uint32_t i = 0; i < n && mqtt_sub_next(p, s->version, &cur, &ms);
          i++) {
         const char *f = (const char *)ms.filter.p;
-        if (subs_remove(s->b, s->subr, f, ms.filter.len) == SL_OK) {
+        if (s->subr &&
+            subs_remove(s->b, s->subr, f, ms.filter.len) == SL_OK) {
             codes[i] = MQTT_RC_SUCCESS;
             if (s->n_subs)
                 s->n_subs--;
