@@ -112,63 +112,61 @@ enum sess_state {
 };
 
 struct sess {
+    /* Ordered by size so an idle client costs as little as possible. */
     struct broker *b;
-    uint32_t refs;
-    enum sess_state state;
-    struct conn *conn;            /* the transport; NULL once closed */
+    struct conn *conn;           /* the transport; NULL once closed */
     struct sess *prev_all, *next_all;  /* broker->all list */
     char *peer;                  /* "address:port", for logs */
-
-    /* from CONNECT */
-    uint8_t version;
-    char *cid;
-    size_t clen;
-    bool clean;
-    bool persistent;             /* session outlives the connection */
-    uint32_t expiry;             /* session expiry interval, s */
-    uint16_t keepalive;
+    char *cid;                   /* from CONNECT */
     char *username;
     msg_t *will;
-    uint32_t will_delay;
-    bool disconnect_normal;      /* DISCONNECT received (no will) */
-    bool expiry_capped;          /* expiry lowered to max_session_expiry */
-    bool keepalive_overridden;   /* v5: server keep alive sent */
-    bool paused;                 /* input waits for the store (SUBSCRIBE) */
-    bool assigned_id;            /* v5: the broker chose the client id */
-    bool taken_over;
-
+    subr_t *subr;                /* NULL for a clean session until SUBSCRIBE */
     uint64_t epoch;              /* store epoch (persistent sessions) */
     uint64_t connected_ms;       /* CONNECT time: a clean session's epoch */
-    subr_t *subr;
+    uint64_t max_qid;            /* highest store entry seen (dedup) */
 
     /* outbound (broker -> client) */
     dlvq_t inflight;             /* sent, awaiting ack; in send order */
     dlvq_t pending;              /* waiting for the inflight window */
-    uint32_t window;             /* min(max_inflight, client receive max) */
-    uint16_t next_pid;
-    bool resumed_pids;           /* pending holds deliveries with a pid */
-    uint64_t max_qid;            /* highest store entry seen (dedup) */
-    uint32_t max_packet_out;     /* client's maximum packet size (v5) */
-    uint16_t alias_max_out;      /* client's topic alias maximum (v5) */
     map_t *alias_out;            /* topic -> alias number (v5) */
-    uint16_t alias_next;
 
     /* inbound (client -> broker) */
     uint16_t *in_qos2;           /* packet ids awaiting PUBREL */
-    uint32_t n_in_qos2, cap_in_qos2;
-    uint32_t in_flight_in;       /* QoS 1 PUBLISH not yet acknowledged */
     char **alias_in;             /* v5 alias -> topic, [max_topic_alias+1] */
-    bool request_problem_info;
-
-    uint32_t n_subs;
 
     /* auth */
     auth_identity_t *authid;
-    bool redo;                   /* the current packet is decoded again */
-    int authz_act;               /* decision that came back later */
-    char *authz_topic;
-    size_t authz_tlen;
+    char *authz_topic;           /* decision that came back later */
+
+    uint32_t refs;
+    enum sess_state state;
+    uint32_t clen;
+    uint32_t expiry;             /* session expiry interval, s */
+    uint32_t will_delay;
+    uint32_t window;             /* min(max_inflight, client receive max) */
+    uint32_t max_packet_out;     /* client's maximum packet size (v5) */
+    uint32_t n_in_qos2, cap_in_qos2;
+    uint32_t in_flight_in;       /* QoS 1 PUBLISH not yet acknowledged */
+    uint32_t n_subs;
+    uint32_t authz_tlen;
+    int authz_act;
     int authz_result;
+    uint16_t keepalive;
+    uint16_t next_pid;
+    uint16_t alias_max_out;      /* client's topic alias maximum (v5) */
+    uint16_t alias_next;
+    uint8_t version;
+    bool clean;
+    bool persistent;             /* session outlives the connection */
+    bool disconnect_normal;      /* DISCONNECT received (no will) */
+    bool expiry_capped;          /* expiry lowered to max_session_expiry */
+    bool keepalive_overridden;   /* v5: server keep alive sent */
+    bool paused;                 /* input waits for the store or auth */
+    bool assigned_id;            /* v5: the broker chose the client id */
+    bool taken_over;
+    bool resumed_pids;           /* pending holds deliveries with a pid */
+    bool request_problem_info;
+    bool redo;                   /* the current packet is decoded again */
 };
 
 typedef struct broker_stats {
