@@ -439,7 +439,7 @@ static int parse_number(const char *s, bool allow_suffix, long long *out,
 static int set_number(sl_conf_t *c, const option_t *o, const char *value,
                       char *msg, size_t len)
 {
-    long long v;
+    long long v = 0;
     int rc = parse_number(value, o->type == T_SIZE, &v, msg, len);
     if (rc != SL_OK)
         return rc;

@@ -104,9 +104,10 @@ static void end_stored_session(broker_t *b, const char *cid, size_t clen)
         r->gone = true;
         subr_unref(&r);
     }
-    /* epoch 0: the store deletes it only if it is still offline. */
-    store_session_del(b->store, cid, clen, 0, NULL, NULL);
     log_info("session of client '%.*s' expired", (int)clen, cid);
+    /* epoch 0: the store deletes it only if it is still offline. (Last:
+     * the memory store frees the string cid points to.) */
+    store_session_del(b->store, cid, clen, 0, NULL, NULL);
 }
 
 static void on_expired(void *arg, int status, const char *const *cids,
@@ -171,10 +172,43 @@ void broker_conn_gone(broker_t *b, sess_t *s)
 
 /* ---- start-up ---------------------------------------------------------- */
 
+/*
+ * Start-up loads: the listener is bound at start (so a busy port is an
+ * error at once) but accepts only once the retained messages and the
+ * persistent-session index are loaded; a failed load is retried every
+ * second (the store may still be starting).
+ */
+static void loads_start(broker_t *b);
+
+static void load_done(broker_t *b, int status, const char *what)
+{
+    if (status != SL_OK) {
+        b->stats.store_errors++;
+        log_warning("store: loading %s failed (%s), retrying", what,
+                    sl_strerror(status));
+        struct timeval tv = {1, 0};
+        evtimer_add(b->reload, &tv);
+        return;
+    }
+    if (--b->loads_pending == 0) {
+        listener_enable(b);
+        log_info("starling ready (store: %s)", store_kind(b->store));
+    }
+}
+
+static void on_reload(evutil_socket_t fd, short what, void *arg)
+{
+    loads_start(arg);
+}
+
 static void on_retained_loaded(void *arg, int status, msg_t *const *msgs,
                                size_t n)
 {
     broker_t *b = arg;
+    if (status != SL_OK) {
+        load_done(b, status, "retained messages");
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         void *old = NULL;
         if (map_put(b->retained, msgs[i]->topic, msgs[i]->topic_len,
@@ -185,14 +219,17 @@ static void on_retained_loaded(void *arg, int status, msg_t *const *msgs,
     }
     if (n)
         log_info("loaded %zu retained messages", n);
+    load_done(b, SL_OK, "retained messages");
 }
 
 static void on_psub_loaded(void *arg, int status, const char *cid,
                            const store_sub_t *subs, size_t n)
 {
     broker_t *b = arg;
-    if (!cid)
+    if (!cid) {
+        load_done(b, status, "the persistent-session index");
         return;
+    }
     size_t clen = strlen(cid);
     subr_t *r = map_get(b->psessions, cid, clen);
     if (!r) {
@@ -261,8 +298,9 @@ int broker_new(broker_t **out, struct event_base *base, sl_conf_t *conf)
     b->subs = trie_new();
     b->tick = event_new(base, -1, EV_PERSIST, on_tick, b);
     b->flush = event_new(base, -1, 0, on_flush, b);
+    b->reload = evtimer_new(base, on_reload, b);
     if (!b->clients || !b->psessions || !b->delayed_wills || !b->retained ||
-        !b->groups || !b->subs || !b->tick || !b->flush ||
+        !b->groups || !b->subs || !b->tick || !b->flush || !b->reload ||
         parse_deny(b) != SL_OK) {
         broker_free(b);
         return SL_ENOMEM;
@@ -285,16 +323,21 @@ int broker_start(broker_t *b)
     rc = cluster_start(b);
     if (rc != SL_OK)
         return rc;
-    store_retain_load(b->store, on_retained_loaded, b);
-    store_sub_load(b->store, on_psub_loaded, b);
     rc = listener_start(b);
     if (rc != SL_OK)
         return rc;
+    loads_start(b);
     struct timeval one = {1, 0};
     event_add(b->tick, &one);
     b->started_ms = sl_mono_ms();
-    log_info("starling ready (store: %s)", store_kind(b->store));
     return SL_OK;
+}
+
+static void loads_start(broker_t *b)
+{
+    b->loads_pending = 2;
+    store_retain_load(b->store, on_retained_loaded, b);
+    store_sub_load(b->store, on_psub_loaded, b);
 }
 
 void broker_stop(broker_t *b)
@@ -339,6 +382,8 @@ void broker_free(broker_t *b)
         event_free(b->tick);
     if (b->flush)
         event_free(b->flush);
+    if (b->reload)
+        event_free(b->reload);
     map_free(b->delayed_wills, delayed_will_free);
     cluster_free(b);
     auth_free(b->auth);

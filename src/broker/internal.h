@@ -184,6 +184,8 @@ struct broker {
     struct evconnlistener *listener;
     struct event *tick;
     struct event *flush;         /* writes dirty connections */
+    struct event *reload;        /* retries a failed start-up load */
+    int loads_pending;           /* start-up loads still running */
     conn_t *dirty;               /* connections with new output */
     bool stopping;
 
@@ -329,7 +331,10 @@ void conn_flush_all(struct broker *b);
 void sys_publish(struct broker *b);
 
 /* ---- net/listener.c ---------------------------------------------------- */
+/* Bind (SL_EIO when the port is taken); accepting starts with
+ * listener_enable(), once the node is ready to serve. */
 int listener_start(struct broker *b);
+void listener_enable(struct broker *b);
 void listener_stop(struct broker *b);
 
 #endif

@@ -142,6 +142,49 @@ static void send_ack(sess_t *s, mqtt_type_t type, uint16_t pid, uint8_t code)
     SEND_ENCODED(s, mqtt_enc_ack(&o_, s->version, type, pid, code, NULL));
 }
 
+/*
+ * An acknowledgement that may only leave once the store holds the state it
+ * announces (PUBREL after PUBREC is stored, PUBCOMP after the inbound id is
+ * released): the store write's completion sends it.
+ */
+typedef struct ackctx {
+    sess_t *s;
+    mqtt_type_t type;
+    uint16_t pid;
+    uint8_t code;
+} ackctx_t;
+
+static void on_stored_ack(void *arg, int status)
+{
+    ackctx_t *a = arg;
+    sess_t *s = a->s;
+    if (status != SL_OK && status != SL_ENOTFOUND) {
+        /* No ack: the client repeats its packet after reconnecting. */
+        s->b->stats.store_errors++;
+        log_warning("store: state of client '%s' not saved (%s), %s %u held "
+                    "back",
+                    sess_name(s), sl_strerror(status), mqtt_type_name(a->type),
+                    a->pid);
+    } else if (s->state == SESS_ONLINE) {
+        send_ack(s, a->type, a->pid, a->code);
+    }
+    sess_unref(&a->s);
+    free(a);
+}
+
+/* A context for on_stored_ack, or NULL (then ack at once: out of memory
+ * is not a reason to stall the flow). */
+static ackctx_t *ack_after(sess_t *s, mqtt_type_t type, uint16_t pid,
+                           uint8_t code)
+{
+    ackctx_t *a = malloc(sizeof(*a));
+    if (!a)
+        return NULL;
+    sess_ref(s);
+    *a = (ackctx_t){s, type, pid, code};
+    return a;
+}
+
 static void send_reason_string(mqtt_out_t *props, const sess_t *s,
                                const char *why)
 {
@@ -457,6 +500,34 @@ static void dlv_done(sess_t *s, dlv_t *d)
     free(d);
 }
 
+typedef struct markctx {
+    sess_t *s;
+    uint64_t qid;
+    uint16_t pid;
+} markctx_t;
+
+static void on_marked(void *arg, int status)
+{
+    markctx_t *mc = arg;
+    sess_t *s = mc->s;
+    dlv_t *d = s->state == SESS_ONLINE ? dlvq_find(&s->inflight, mc->pid)
+                                        : NULL;
+    if (d && d->qid == mc->qid && d->state == STORE_SENT) {
+        if (status != SL_OK) {
+            s->b->stats.store_errors++;
+            log_warning("store: packet id of a message to client '%s' not "
+                        "saved: %s", sess_name(s), sl_strerror(status));
+        }
+        if (!write_publish(s, d, false)) {
+            dlvq_take(&s->inflight, d->pid);
+            dlv_done(s, d);
+            pump(s);
+        }
+    }
+    sess_unref(&mc->s);
+    free(mc);
+}
+
 /* Send a QoS 1/2 delivery now: assign a packet id (unless it has one from
  * an earlier connection: then it is a resend), record it in flight. */
 static void send_dlv(sess_t *s, dlv_t *d)
@@ -470,6 +541,19 @@ static void send_dlv(sess_t *s, dlv_t *d)
     if (!resend)
         d->pid = next_pid(s);
     d->state = STORE_SENT;
+    if (d->qid && s->persistent && !resend) {
+        /* The packet id is stored before the PUBLISH leaves, so a node
+         * that takes the session over resends it with DUP and this id. */
+        markctx_t *mc = malloc(sizeof(*mc));
+        if (mc) {
+            sess_ref(s);
+            *mc = (markctx_t){s, d->qid, d->pid};
+            dlvq_push(&s->inflight, d);
+            store_queue_mark(s->b->store, s->cid, s->clen, s->epoch, d->qid,
+                             d->pid, STORE_SENT, on_marked, mc);
+            return;
+        }
+    }
     if (!write_publish(s, d, resend)) {
         dlv_done(s, d);
         return;
@@ -1115,6 +1199,9 @@ typedef struct pubctx {
     sess_t *s;
     uint16_t pid;
     uint8_t qos;
+    uint8_t pending;             /* routing + the inbound id's store write */
+    int status;
+    bool matched;
 } pubctx_t;
 
 static bool in_qos2_has(const sess_t *s, uint16_t pid)
@@ -1125,7 +1212,7 @@ static bool in_qos2_has(const sess_t *s, uint16_t pid)
     return false;
 }
 
-static int in_qos2_add(sess_t *s, uint16_t pid)
+static int in_qos2_add(sess_t *s, uint16_t pid, store_done_fn cb, void *arg)
 {
     if (s->n_in_qos2 == s->cap_in_qos2) {
         uint32_t nc = s->cap_in_qos2 ? s->cap_in_qos2 * 2 : 8;
@@ -1137,28 +1224,56 @@ static int in_qos2_add(sess_t *s, uint16_t pid)
     }
     s->in_qos2[s->n_in_qos2++] = pid;
     if (s->persistent)
-        store_inbound_put(s->b->store, s->cid, s->clen, s->epoch, pid, NULL,
-                          NULL);
+        store_inbound_put(s->b->store, s->cid, s->clen, s->epoch, pid, cb,
+                          arg);
     return SL_OK;
 }
 
-static bool in_qos2_del(sess_t *s, uint16_t pid)
+/* Forget an inbound QoS 2 id; cb (may be NULL) runs when the store did.
+ * Returns false (and does not call cb) when the id was unknown. */
+static bool in_qos2_del(sess_t *s, uint16_t pid, store_done_fn cb, void *arg)
 {
     for (uint32_t i = 0; i < s->n_in_qos2; i++) {
         if (s->in_qos2[i] != pid)
             continue;
         s->in_qos2[i] = s->in_qos2[--s->n_in_qos2];
         if (s->persistent)
-            store_inbound_del(s->b->store, s->cid, s->clen, s->epoch, pid,
-                              NULL, NULL);
+            store_inbound_del(s->b->store, s->cid, s->clen, s->epoch, pid, cb,
+                              arg);
+        else if (cb)
+            cb(arg, SL_OK);
         return true;
     }
     return false;
 }
 
+static void pub_step(pubctx_t *pc);
+
 static void on_routed(void *arg, int status, bool matched)
 {
     pubctx_t *pc = arg;
+    if (status != SL_OK && pc->status == SL_OK)
+        pc->status = status;
+    pc->matched = matched;
+    pub_step(pc);
+}
+
+static void on_inbound_stored(void *arg, int status)
+{
+    pubctx_t *pc = arg;
+    if (status != SL_OK && pc->status == SL_OK)
+        pc->status = status;
+    pub_step(pc);
+}
+
+/* The publisher's PUBACK/PUBREC, once routing and (QoS 2 of a stored
+ * session) the inbound packet id are safe in the store. */
+static void pub_step(pubctx_t *pc)
+{
+    if (--pc->pending)
+        return;
+    int status = pc->status;
+    bool matched = pc->matched;
     sess_t *s = pc->s;
     if (pc->qos == 1 && s->in_flight_in)
         s->in_flight_in--;
@@ -1174,7 +1289,7 @@ static void on_routed(void *arg, int status, bool matched)
             log_warning("publish from client '%s' not stored: %s",
                         sess_name(s), sl_strerror(status));
             if (pc->qos == 2)
-                in_qos2_del(s, pc->pid);
+                in_qos2_del(s, pc->pid, NULL, NULL);
             if (s->version == MQTT_V5)
                 send_ack(s, pc->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, pc->pid,
                          MQTT_RC_UNSPECIFIED);
@@ -1299,11 +1414,6 @@ static void handle_publish(sess_t *s, mqtt_packet_t *p)
         msg_unref(&m);
         return;
     }
-    if (pub->qos == 2 && in_qos2_add(s, pub->packet_id) != SL_OK) {
-        msg_unref(&m);
-        sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
-        return;
-    }
     pubctx_t *pc = malloc(sizeof(*pc));
     if (!pc) {
         msg_unref(&m);
@@ -1311,7 +1421,19 @@ static void handle_publish(sess_t *s, mqtt_packet_t *p)
         return;
     }
     sess_ref(s);
-    *pc = (pubctx_t){.s = s, .pid = pub->packet_id, .qos = pub->qos};
+    *pc = (pubctx_t){.s = s, .pid = pub->packet_id, .qos = pub->qos,
+                     .pending = 1};
+    if (pub->qos == 2) {
+        if (s->persistent)
+            pc->pending++;
+        if (in_qos2_add(s, pub->packet_id, on_inbound_stored, pc) != SL_OK) {
+            sess_unref(&pc->s);
+            free(pc);
+            msg_unref(&m);
+            sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
+            return;
+        }
+    }
     if (pub->qos == 1)
         s->in_flight_in++;
     router_publish(b, s, m, on_routed, pc);
@@ -1346,15 +1468,19 @@ static void handle_pubrec(sess_t *s, const mqtt_packet_t *p)
         pump(s);
         return;
     }
+    ackctx_t *a = NULL;
     if (d->state != STORE_PUBREC) {
         d->state = STORE_PUBREC;
-        if (d->qid && s->persistent)
+        if (d->qid && s->persistent && (a = ack_after(s, MQTT_PUBREL, pid, 0)))
             store_queue_mark(s->b->store, s->cid, s->clen, s->epoch, d->qid,
-                             pid, STORE_PUBREC, NULL, NULL);
+                             pid, STORE_PUBREC, on_stored_ack, a);
         msg_unref(&d->msg); /* the payload is no longer needed */
         d->msg = NULL;
     }
-    send_ack(s, MQTT_PUBREL, pid, 0);
+    /* Once PUBREL is sent the message must never be sent again (§4.3.3):
+     * for a stored session, only after the store knows. */
+    if (!a)
+        send_ack(s, MQTT_PUBREL, pid, 0);
 }
 
 static void handle_pubcomp(sess_t *s, const mqtt_packet_t *p)
@@ -1370,9 +1496,25 @@ static void handle_pubcomp(sess_t *s, const mqtt_packet_t *p)
 static void handle_pubrel(sess_t *s, const mqtt_packet_t *p)
 {
     uint16_t pid = p->u.ack.packet_id;
-    bool known = in_qos2_del(s, pid);
-    send_ack(s, MQTT_PUBCOMP, pid,
-             known || s->version != MQTT_V5 ? 0 : MQTT_RC_PACKET_ID_NOT_FOUND);
+    /* PUBCOMP only once the id is released in the store: released late,
+     * the next QoS 2 message with this id would be taken for a repeat. */
+    ackctx_t *a = s->persistent ? ack_after(s, MQTT_PUBCOMP, pid, 0) : NULL;
+    bool known = in_qos2_del(s, pid, a ? on_stored_ack : NULL, a);
+    if (!known && s->version == MQTT_V5) {
+        if (a) {
+            a->code = MQTT_RC_PACKET_ID_NOT_FOUND;
+            on_stored_ack(a, SL_OK);
+        } else {
+            send_ack(s, MQTT_PUBCOMP, pid, MQTT_RC_PACKET_ID_NOT_FOUND);
+        }
+        return;
+    }
+    if (!known && a) {
+        on_stored_ack(a, SL_OK);
+        return;
+    }
+    if (!a)
+        send_ack(s, MQTT_PUBCOMP, pid, 0);
 }
 
 /* ---- SUBSCRIBE / UNSUBSCRIBE ------------------------------------------- */

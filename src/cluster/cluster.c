@@ -478,6 +478,25 @@ static void on_nodes(void *ctx, const redisReply *r, int status)
     cluster_t *c = *(cluster_t **)ctx;
     if (status != SL_OK || !r || r->type != REDIS_REPLY_ARRAY)
         return;
+    /* A peer no longer registered was cleaned up by another survivor
+     * (or left): it is dead for us too. */
+    for (size_t p = 0; p < c->n_peers; p++) {
+        bool listed = false;
+        for (size_t i = 0; i + 1 < r->elements && !listed; i += 2) {
+            const redisReply *k = r->element[i];
+            listed = k->type == REDIS_REPLY_STRING &&
+                     !strcmp(k->str, c->peers[p].id);
+        }
+        if (!listed && c->peers[p].alive) {
+            c->peers[p].alive = false;
+            if (!c->peers[p].dead_handled) {
+                c->peers[p].dead_handled = true;
+                log_warning("cluster: node '%s' left the cluster",
+                            c->peers[p].id);
+                handle_dead(c, (int)p);
+            }
+        }
+    }
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
         const redisReply *k = r->element[i];
         if (k->type != REDIS_REPLY_STRING || !strcmp(k->str, c->id))
@@ -543,8 +562,105 @@ typedef struct dead_ctx {
     int peer;
 } dead_ctx_t;
 
+/*
+ * Ending the stored sessions a node held when it died, from the store
+ * (sl:nodesess:<id>), so it works whoever knew about them: each session
+ * still online with an epoch older than `before` (claimed before the node
+ * died; a newer claim is a live node's) gets its will published and is
+ * marked offline, which starts its expiry. The write is fenced by that
+ * epoch, so a session reclaimed meanwhile is left alone.
+ */
+typedef struct endctx {
+    cluster_t *c;
+    uint64_t before;
+    size_t clen;
+    char cid[];
+} endctx_t;
+
+static void on_session_read(void *ctx, const redisReply *r, int status)
+{
+    endctx_t *e = ctx;
+    cluster_t *c = e->c;
+    broker_t *b = c->b;
+    if (status != SL_OK || !r || r->type != REDIS_REPLY_ARRAY ||
+        r->elements != 3)
+        return;
+    const redisReply *ep = r->element[0], *on = r->element[1],
+                     *will = r->element[2];
+    if (ep->type != REDIS_REPLY_STRING || on->type != REDIS_REPLY_STRING ||
+        strcmp(on->str, "1") != 0)
+        return;
+    uint64_t epoch = strtoull(ep->str, NULL, 10);
+    if (!epoch || epoch >= e->before)
+        return;
+    if (map_get(b->clients, e->cid, e->clen))
+        return; /* connected here again */
+    msg_t *m = NULL;
+    if (will->type == REDIS_REPLY_STRING && will->len &&
+        blob_msg_read(will->str, will->len, &m) == SL_OK) {
+        /* TODO: honour a v5 will delay here too (published now). */
+        router_publish(b, NULL, m, NULL, NULL);
+        b->stats.wills_published++;
+        msg_unref(&m);
+    }
+    store_session_offline(b->store, e->cid, e->clen, epoch, sl_now_ms(), NULL,
+                          NULL);
+    log_info("cluster: session of client '%s' ended with its node",
+             e->cid);
+}
+
+typedef struct setctx {
+    cluster_t *c;
+    uint64_t before;
+} setctx_t;
+
+static void on_node_sessions(void *ctx, const redisReply *r, int status)
+{
+    setctx_t *sc = ctx;
+    cluster_t *c = sc->c;
+    if (status != SL_OK || !r || r->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_STRING)
+            continue;
+        rcmd_t cmd;
+        rcmd_init(&cmd, c->url.prefix);
+        rcmd_str(&cmd, "HMGET");
+        rcmd_ckey(&cmd, e->str, e->len, ":s");
+        rcmd_str(&cmd, "epoch");
+        rcmd_str(&cmd, "on");
+        rcmd_str(&cmd, "will");
+        endctx_t ec = {c, sc->before, e->len};
+        rclient_send(c->cl, &cmd, 0, on_session_read, &ec, sizeof(ec), e->str,
+                     e->len);
+    }
+}
+
+static void end_sessions_of(cluster_t *c, const char *node, uint64_t before,
+                            bool forget)
+{
+    char key[300];
+    snprintf(key, sizeof(key), "nodesess:%s", node);
+    rcmd_t cmd;
+    rcmd_init(&cmd, c->url.prefix);
+    rcmd_str(&cmd, "SMEMBERS");
+    cmd.key = cmd.argc;
+    rcmd_key(&cmd, key);
+    setctx_t sc = {c, before};
+    rclient_send(c->cl, &cmd, 0, on_node_sessions, &sc, sizeof(sc), NULL, 0);
+    if (forget) {
+        rcmd_init(&cmd, c->url.prefix);
+        rcmd_str(&cmd, "DEL");
+        cmd.key = cmd.argc;
+        rcmd_key(&cmd, key);
+        rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
+    }
+}
+
 static void cleanup_dead(cluster_t *c, int peer)
 {
+    end_sessions_of(c, c->peers[peer].id, sl_now_ms() - ALIVE_TTL_MS, true);
     broker_t *b = c->b;
     size_t cur = 0;
     const char *cid;
@@ -554,20 +670,16 @@ static void cleanup_dead(cluster_t *c, int peer)
     size_t wills = 0;
     while (map_next(c->owners, &cur, &cid, &clen, &v)) {
         owner_t *o = v;
-        if (o->node != peer)
-            continue;
+        if (o->node != peer || o->expiry)
+            continue; /* stored sessions: end_sessions_of() */
         if (o->will) {
-            /* TODO: honour a v5 will delay here too (published now). */
+            /* A clean session's will, known from its claim broadcast. */
             router_publish(b, NULL, o->will, NULL, NULL);
             b->stats.wills_published++;
             wills++;
         }
-        if (o->expiry)
-            store_session_offline(b->store, cid, clen, o->epoch, now, NULL,
-                                  NULL);
-        else
-            store_session_del(b->store, cid, clen, o->epoch, NULL, NULL);
     }
+    (void)now;
     char key[300];
     rcmd_t cmd;
     snprintf(key, sizeof(key), "routes:%s", c->peers[peer].id);
@@ -582,7 +694,8 @@ static void cleanup_dead(cluster_t *c, int peer)
     rcmd_key(&cmd, "nodes");
     rcmd_str(&cmd, c->peers[peer].id);
     rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
-    log_warning("cluster: cleaned up dead node '%s' (%zu wills published)",
+    log_warning("cluster: cleaned up dead node '%s' (%zu clean-session "
+                "wills published; stored sessions follow)",
                 c->peers[peer].id, wills);
 }
 
@@ -1040,11 +1153,30 @@ bool cluster_notify_queued(broker_t *b, const subr_t *r, const msg_t *m,
     return true;
 }
 
+/* sl:nodesess:<id>: the stored sessions online at a node, so that the
+ * survivor cleaning up after it (or its own next run) can end them. */
+static void node_sessions(cluster_t *c, const sess_t *s, bool add)
+{
+    if (!s->epoch)
+        return; /* a clean session: nothing stored to end */
+    char key[300];
+    snprintf(key, sizeof(key), "nodesess:%s", c->id);
+    rcmd_t cmd;
+    rcmd_init(&cmd, c->url.prefix);
+    rcmd_str(&cmd, add ? "SADD" : "SREM");
+    cmd.key = cmd.argc;
+    rcmd_key(&cmd, key);
+    rcmd_bytes(&cmd, s->cid, s->clen);
+    rclient_send(c->cl, &cmd, RCLIENT_REPLAY, on_published, &c, sizeof(c),
+                 NULL, 0);
+}
+
 void cluster_claimed(broker_t *b, const sess_t *s)
 {
     cluster_t *c = b->cluster;
     if (!c)
         return;
+    node_sessions(c, s, true);
     size_t at = rec_begin(c, &c->all, REC_CLAIM);
     wb_str(&c->all, s->cid, s->clen);
     wb_u64(&c->all, sess_claim_epoch(s));
@@ -1062,6 +1194,7 @@ void cluster_offline(broker_t *b, const sess_t *s)
     cluster_t *c = b->cluster;
     if (!c)
         return;
+    node_sessions(c, s, false);
     size_t at = rec_begin(c, &c->all, REC_OFFLINE);
     wb_str(&c->all, s->cid, s->clen);
     wb_u64(&c->all, sess_claim_epoch(s));
@@ -1165,6 +1298,8 @@ int cluster_start(broker_t *b)
         return SL_ENOMEM;
     }
     b->cluster = c;
+    /* Sessions our previous run (same node_id) left online end now. */
+    end_sessions_of(c, c->id, sl_now_ms(), false);
     heartbeat(c);
     bus_connect(c);
     struct timeval tv = {HEARTBEAT_MS / 1000, (HEARTBEAT_MS % 1000) * 1000};
@@ -1189,6 +1324,18 @@ void cluster_stop(broker_t *b)
     rcmd_str(&cmd, "DEL");
     cmd.key = cmd.argc;
     rcmd_key(&cmd, key);
+    rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
+    snprintf(key, sizeof(key), "node:%s:alive", c->id);
+    rcmd_init(&cmd, c->url.prefix);
+    rcmd_str(&cmd, "DEL");
+    cmd.key = cmd.argc;
+    rcmd_key(&cmd, key);
+    rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
+    rcmd_init(&cmd, c->url.prefix);
+    rcmd_str(&cmd, "HDEL");
+    cmd.key = cmd.argc;
+    rcmd_key(&cmd, "nodes");
+    rcmd_str(&cmd, c->id);
     rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
     flush_all(c);
 }

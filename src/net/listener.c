@@ -99,8 +99,15 @@ int listener_start(broker_t *b)
         return SL_EIO;
     }
     evconnlistener_set_error_cb(b->listener, on_accept_error);
+    evconnlistener_disable(b->listener);
     log_info("listening for MQTT on %s", spec);
     return SL_OK;
+}
+
+void listener_enable(broker_t *b)
+{
+    if (b->listener && !b->stopping)
+        evconnlistener_enable(b->listener);
 }
 
 void listener_stop(broker_t *b)

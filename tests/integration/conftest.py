@@ -8,10 +8,20 @@ STARLING_TEST_BROKER=mosquitto (or --broker mosquitto) runs the same tests
 against Mosquitto with an equivalent generated config, to check the tests
 themselves; tests marked starling_only, or that need a key Mosquitto has no
 equivalent for, are skipped then.
+
+For the store backends: real redis-server processes on free loopback ports
+(a standalone server and a 3-master Redis Cluster shared by the session,
+and servers of a test's own that it may kill, stall or restart), the
+store_url fixture (once per backend: memory, redis, redis-cluster, each
+test under a key prefix of its own), Broker.restart() (a new process on
+the same port and store) and RawSession (a raw v3.1.1 / v5 client for
+hand-driven QoS flows).
 """
 import os
 import queue
+import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -187,9 +197,11 @@ class Broker:
             lines.append(f"{MOSQUITTO_KEYS[k] or k} {conf_value(v)}")
         return "\n".join(lines) + "\n"
 
-    def start(self, timeout=10.0):
-        for _ in range(5):
-            self.port = free_port()
+    def start(self, timeout=10.0, port=None):
+        """Start on a free port, or on `port` (a restart on the port the
+        clients know; retried briefly while it is still taken)."""
+        for attempt in range(5):
+            self.port = port or free_port()
             argv = self.argv()
             with open(self.log_path, "ab") as log:
                 log.write(f"### {' '.join(argv)}\n".encode())
@@ -202,6 +214,8 @@ class Broker:
                 return self
             if self.proc.poll() is not None and re.search(
                     r"(?i)address already in use", self.log_text()):
+                if port:
+                    time.sleep(0.2 * (attempt + 1))
                 continue  # lost the port to someone else: try another
             break
         raise RuntimeError(f"{self.kind} did not start listening on "
@@ -224,6 +238,12 @@ class Broker:
             except subprocess.TimeoutExpired:
                 pass
         return False
+
+    def restart(self, timeout=10.0):
+        """Start a new process with the same keys on the same port (after
+        stop() or kill())."""
+        assert self.proc is None, "restart() of a running broker"
+        return self.start(timeout, port=self.port)
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -635,3 +655,438 @@ def unique(prefix="t"):
 @pytest.fixture
 def topic():
     return unique()
+
+
+# ---------------------------------------------------------------- redis
+
+REDIS_SERVER = os.environ.get("REDIS_SERVER_BIN", "redis-server")
+REDIS_CLI = os.environ.get("REDIS_CLI_BIN", "redis-cli")
+
+
+def _resp_encode(args):
+    out = [f"*{len(args)}\r\n".encode()]
+    for a in args:
+        if not isinstance(a, bytes):
+            a = str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+class RedisError(Exception):
+    """An error reply (-ERR ...) from a Redis server."""
+
+
+def _resp_read(f):
+    line = f.readline()
+    if not line:
+        raise ConnectionError("redis closed the connection")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RedisError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        return data[:-2]
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_resp_read(f) for _ in range(n)]
+    raise ConnectionError(f"bad RESP line {line!r}")
+
+
+def redis_cmd(port, *args, password=None, timeout=2.0):
+    """One command to the Redis server on HOST:port; the decoded reply
+    (str, int, bytes, list or None; RedisError for an error reply)."""
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        f = s.makefile("rb")
+        if password:
+            s.sendall(_resp_encode(["AUTH", password]))
+            _resp_read(f)
+        s.sendall(_resp_encode(args))
+        return _resp_read(f)
+
+
+def ephemeral_low():
+    """The first port of the kernel's ephemeral range (32768 by default)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port_pair(avoid=()):
+    """A loopback port p such that p and p + 10000 (a cluster bus) are
+    free, both below the ephemeral range: no outgoing connection or
+    free_port() can take them while a server is down for a restart."""
+    top = min(ephemeral_low(), 65536) - 10001
+    while True:
+        p = random.randint(min(10000, top - 1000), top)
+        if p in avoid or p + 10000 in avoid:
+            continue
+        ok = True
+        for q in (p, p + 10000):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((HOST, q))
+                except OSError:
+                    ok = False
+        if ok:
+            return p
+
+
+class RedisServer:
+    """One redis-server process on a loopback port, with its own data
+    directory (so a restart on the same port and directory reloads its
+    append-only file)."""
+
+    def __init__(self, workdir, port=None, cluster=False, appendonly=False,
+                 password=None):
+        self.port = port or free_port_pair()
+        self.dir = Path(workdir) / f"redis-{self.port}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.cluster = cluster
+        self.appendonly = appendonly
+        self.password = password
+        self.proc = None
+
+    @property
+    def log_path(self):
+        return self.dir / "redis.log"
+
+    def argv(self):
+        argv = [REDIS_SERVER, "--bind", HOST, "--port", str(self.port),
+                "--save", "", "--dir", str(self.dir),
+                "--logfile", str(self.log_path), "--daemonize", "no"]
+        if self.appendonly:
+            # every write on disk before the reply: kill -9 loses nothing
+            argv += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            argv += ["--appendonly", "no"]
+        if self.cluster:
+            argv += ["--cluster-enabled", "yes", "--cluster-node-timeout",
+                     "2000", "--cluster-config-file",
+                     str(self.dir / "nodes.conf")]
+        if self.password:
+            argv += ["--requirepass", self.password,
+                     "--masterauth", self.password]
+        return argv
+
+    def start(self, timeout=10.0):
+        assert self.proc is None
+        self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.STDOUT,
+                                     cwd=self.dir)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                if self.cmd("PING", timeout=0.5) == "PONG":
+                    return self
+            except (OSError, ConnectionError, RedisError):
+                pass
+            time.sleep(0.02)
+        self.kill()
+        raise RuntimeError(f"redis-server on port {self.port} did not "
+                           f"start:\n{self.log_tail()}")
+
+    def cmd(self, *args, timeout=2.0):
+        return redis_cmd(self.port, *args, password=self.password,
+                         timeout=timeout)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        """SIGKILL (a crash of the store). A paused server dies without
+        running again: requests it had not read yet are lost."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self, timeout=10.0):
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def pause(self):
+        """SIGSTOP: the server keeps its connections but answers nothing."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    def log_tail(self, lines=50):
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class RedisCluster:
+    """A Redis Cluster of n masters (no replicas) on loopback ports."""
+
+    def __init__(self, workdir, n=3):
+        ports = []
+        while len(ports) < n:
+            p = free_port_pair(avoid=set(ports) |
+                               {q + 10000 for q in ports} |
+                               {q - 10000 for q in ports})
+            ports.append(p)
+        self.nodes = [RedisServer(workdir, p, cluster=True) for p in ports]
+
+    @property
+    def ports(self):
+        return [n.port for n in self.nodes]
+
+    def start(self, timeout=20.0):
+        for n in self.nodes:
+            n.start()
+        r = subprocess.run(
+            [REDIS_CLI, "--cluster", "create",
+             *[f"{HOST}:{p}" for p in self.ports],
+             "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"redis-cli --cluster create failed:\n"
+                               f"{r.stdout}\n{r.stderr}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if all(b"cluster_state:ok" in n.cmd("CLUSTER", "INFO")
+                       for n in self.nodes):
+                    return self
+            except (OSError, ConnectionError, RedisError):
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("redis cluster did not reach cluster_state:ok")
+
+    def stop(self):
+        for n in self.nodes:
+            n.stop()
+
+
+def _need_redis(config):
+    if broker_kind(config) != "starling":
+        pytest.skip("the store backends are Starling's")
+    for b in (REDIS_SERVER, REDIS_CLI):
+        if shutil.which(b) is None:
+            pytest.skip(f"{b} not installed")
+
+
+@pytest.fixture(scope="session")
+def redis_standalone(request, tmp_path_factory):
+    """A redis-server shared by the whole session (tests keep apart by a
+    key prefix of their own: see store_url)."""
+    _need_redis(request.config)
+    r = RedisServer(tmp_path_factory.mktemp("redis-solo")).start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(request, tmp_path_factory):
+    """A 3-master Redis Cluster shared by the whole session."""
+    _need_redis(request.config)
+    c = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def redis_factory(request, tmp_path):
+    """make(appendonly=True) -> a started RedisServer of this test alone
+    (for tests that kill, pause or restart the store); killed at
+    teardown."""
+    _need_redis(request.config)
+    made = []
+
+    def make(appendonly=True, start=True):
+        r = RedisServer(tmp_path, appendonly=appendonly)
+        made.append(r)
+        return r.start() if start else r
+
+    yield make
+    for r in made:
+        r.kill()
+
+
+def store_prefix():
+    """A key prefix no other test shares."""
+    return f"t{uuid.uuid4().hex[:10]}:"
+
+
+def redis_url(server, prefix=None, **opts):
+    opts = {"prefix": prefix or store_prefix(), **opts}
+    q = "&".join(f"{k}={v}" for k, v in opts.items())
+    return f"redis://{HOST}:{server.port}?{q}"
+
+
+def redis_cluster_url(cluster, prefix=None, **opts):
+    opts = {"prefix": prefix or store_prefix(), **opts}
+    q = "&".join(f"{k}={v}" for k, v in opts.items())
+    seeds = ",".join(f"{HOST}:{p}" for p in cluster.ports[:2])
+    return f"redis+cluster://{seeds}?{q}"
+
+
+def _store_url(request, kind):
+    if kind == "memory":
+        if broker_kind(request.config) != "starling":
+            pytest.skip("the store backends are Starling's")
+        return "memory"
+    if kind == "redis":
+        return redis_url(request.getfixturevalue("redis_standalone"))
+    return redis_cluster_url(request.getfixturevalue("redis_cluster"))
+
+
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
+def store_url(request):
+    """The store of a test, once per backend: "memory", a standalone
+    redis-server and a 3-master Redis Cluster (each test with its own key
+    prefix)."""
+    return _store_url(request, request.param)
+
+
+def bounce(broker, how):
+    """End the broker process ("term": SIGTERM, a graceful stop; "kill":
+    SIGKILL, a crash) and start a new one with the same keys (so the same
+    store) on the same port."""
+    if how == "term":
+        broker.stop()
+    elif how == "kill":
+        broker.kill()
+    else:
+        raise ValueError(how)
+    return broker.restart()
+
+
+@pytest.fixture(params=["term", "kill"])
+def how(request):
+    """How a broker ends before a restart: SIGTERM or SIGKILL."""
+    return request.param
+
+
+class RawSession:
+    """A raw-socket client speaking MQTT 3.1.1 (proto "311") or 5.0
+    ("5"), for tests that hold acknowledgements back or send them by hand
+    whatever the version. Packets received have .type .pid .qos .dup
+    .topic .payload (and .rc / .session_present where they apply)."""
+
+    def __init__(self, raw_factory, proto, on=None):
+        import v5util
+        self._v5util = v5util
+        self.proto = proto
+        self.raw = raw_factory(on=on)
+        self.v5 = v5util.V5Client(self.raw) if proto == "5" else None
+
+    def connect(self, client_id, fresh=False, expiry=300, **kw):
+        """CONNECT with a persistent session (v3: clean session 0; v5:
+        Clean Start `fresh`, Session Expiry Interval `expiry` unless
+        None); returns the CONNACK."""
+        if self.v5 is None:
+            return self.raw.connect(client_id, clean=False, **kw)
+        props = [] if expiry is None else [
+            (self._v5util.SESSION_EXPIRY, expiry)]
+        return self.v5.connect(client_id, clean_start=fresh,
+                               properties=props, **kw)
+
+    def subscribe(self, filters):
+        """filters: [(filter, qos)]; returns the SUBACK codes."""
+        if self.v5 is None:
+            return self.raw.subscribe(filters)
+        so = self._v5util.sub_options
+        return self.v5.subscribe([(f, so(q)) for f, q in filters]).codes
+
+    def publish(self, topic, payload, qos=0, pid=None, dup=False,
+                retain=False):
+        """Send a PUBLISH (the QoS flow is the test's business)."""
+        mod = self._v5util if self.v5 else mqtt_raw
+        self.send(mod.publish(topic, payload, qos, retain, dup, pid))
+
+    def ack(self, ptype, pid):
+        """Send PUBACK, PUBREC, PUBREL or PUBCOMP."""
+        if self.v5 is not None:
+            self.send(self._v5util.ack(ptype, pid))
+        else:
+            self.send(mqtt_raw.packet(ptype, 2 if ptype == mqtt_raw.PUBREL
+                                      else 0, mqtt_raw.u16(pid)))
+
+    def send(self, data):
+        self.raw.send(data)
+
+    def recv(self, timeout=5.0):
+        return (self.v5 or self.raw).recv(timeout)
+
+    def expect(self, ptype, timeout=5.0):
+        pkt = self.recv(timeout)
+        assert pkt.type == ptype, \
+            f"expected {mqtt_raw.NAMES[ptype]}, got {pkt!r}"
+        return pkt
+
+    def expect_nothing(self, timeout):
+        try:
+            pkt = self.recv(timeout)
+        except TimeoutError:
+            return
+        raise AssertionError(f"unexpected packet {pkt!r}")
+
+    def ping(self, timeout=5.0):
+        """PINGREQ and wait for PINGRESP: everything the broker had to send
+        before it is read (and returned)."""
+        self.send(mqtt_raw.pingreq())
+        got = []
+        while True:
+            pkt = self.recv(timeout)
+            if pkt.type == mqtt_raw.PINGRESP:
+                return got
+            got.append(pkt)
+
+    def store_barrier(self):
+        """SUBSCRIBE (to a topic of its own) and wait for the SUBACK. A
+        persistent session's SUBACK follows the store's reply to the
+        subscription write, and the store completes one client's
+        operations in order: so every store write the broker issued for
+        this session before (fire and forget ones too) is done."""
+        f = f"barrier/{uuid.uuid4().hex[:12]}"
+        codes = self.subscribe([(f, 0)])
+        assert codes == [0], f"barrier SUBSCRIBE refused: {codes}"
+
+    def disconnect(self):
+        self.send(mqtt_raw.disconnect())
+        return self.raw.wait_closed(5.0)
+
+    def close(self):
+        self.raw.close()
+
+
+@pytest.fixture
+def raw_session(raw_factory):
+    """make(proto, on=None) -> RawSession (closed at teardown)."""
+    def make(proto, on=None):
+        return RawSession(raw_factory, proto, on)
+    return make
+
+
+# For a test using store_url (directly or through a broker fixture built on
+# it) that only makes sense on the backends outliving the broker process.
+durable_only = pytest.mark.parametrize(
+    "store_url", ["redis", "redis-cluster"], indirect=True)
