@@ -1108,15 +1108,19 @@ static void on_route_match(void *ctx, const char *f, size_t flen,
 void cluster_forward(broker_t *b, const msg_t *m)
 {
     cluster_t *c = b->cluster;
-    if (!c || !c->n_peers)
+    if (!c)
         return;
-    fwd_ctx_t x = {.c = c};
-    trie_match(c->routes, m->topic, m->topic_len, on_route_match, &x);
     if (m->retain) {
+        /* Broadcast even before this node knows its peers: every node
+         * serves retained messages from its own index. */
         size_t at = rec_begin(c, &c->all, REC_RETAIN);
         wb_msg(&c->all, m);
         rec_end(c, &c->all, at);
     }
+    if (!c->n_peers)
+        return;
+    fwd_ctx_t x = {.c = c};
+    trie_match(c->routes, m->topic, m->topic_len, on_route_match, &x);
     if (!x.any)
         return;
     for (size_t i = 0; i < c->n_peers; i++) {
