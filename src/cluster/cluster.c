@@ -67,6 +67,7 @@ enum {
     REC_CLAIM = 'O',      /* broadcast: session claimed (owner, epoch) */
     REC_OFFLINE = 'F',    /* broadcast: session went offline */
     REC_RETAIN = 'T',     /* broadcast: retained message set/cleared */
+    REC_RESET = 'Z',      /* broadcast: this node (re)started */
 };
 
 typedef struct wbuf {
@@ -491,7 +492,8 @@ static void on_nodes(void *ctx, const redisReply *r, int status)
             c->peers[p].alive = false;
             if (!c->peers[p].dead_handled) {
                 c->peers[p].dead_handled = true;
-                log_warning("cluster: node '%s' left the cluster",
+                log_warning("cluster: node '%s' stopped heartbeating (no "
+                            "longer registered)",
                             c->peers[p].id);
                 handle_dead(c, (int)p);
             }
@@ -560,6 +562,7 @@ static void on_beat(evutil_socket_t fd, short what, void *arg)
 typedef struct dead_ctx {
     cluster_t *c;
     int peer;
+    bool stored;                 /* also end its stored sessions */
 } dead_ctx_t;
 
 /*
@@ -658,9 +661,11 @@ static void end_sessions_of(cluster_t *c, const char *node, uint64_t before,
     }
 }
 
-static void cleanup_dead(cluster_t *c, int peer)
+static void cleanup_dead(cluster_t *c, int peer, bool stored)
 {
-    end_sessions_of(c, c->peers[peer].id, sl_now_ms() - ALIVE_TTL_MS, true);
+    if (stored)
+        end_sessions_of(c, c->peers[peer].id, sl_now_ms() - ALIVE_TTL_MS,
+                        true);
     broker_t *b = c->b;
     size_t cur = 0;
     const char *cid;
@@ -680,6 +685,11 @@ static void cleanup_dead(cluster_t *c, int peer)
         }
     }
     (void)now;
+    if (!stored) {
+        log_info("cluster: node '%s' restarted (%zu clean-session wills "
+                 "published)", c->peers[peer].id, wills);
+        return; /* it is alive again: its registration stays */
+    }
     char key[300];
     rcmd_t cmd;
     snprintf(key, sizeof(key), "routes:%s", c->peers[peer].id);
@@ -703,7 +713,7 @@ static void on_dead_lock(void *ctx, const redisReply *r, int status)
 {
     dead_ctx_t *d = ctx;
     if (status == SL_OK && r && r->type == REDIS_REPLY_STATUS)
-        cleanup_dead(d->c, d->peer); /* we hold the lock */
+        cleanup_dead(d->c, d->peer, d->stored); /* we hold the lock */
     /* Every node forgets the dead node's clients. */
     cluster_t *c = d->c;
     size_t cur = 0;
@@ -734,22 +744,28 @@ static void on_dead_lock(void *ctx, const redisReply *r, int status)
     free(gone);
 }
 
+static void dead_cleanup(cluster_t *c, int peer, const char *lock,
+                         bool stored)
+{
+    rcmd_t cmd;
+    rcmd_init(&cmd, c->url.prefix);
+    rcmd_str(&cmd, "SET");
+    cmd.key = cmd.argc;
+    rcmd_key(&cmd, lock);
+    rcmd_str(&cmd, c->id);
+    rcmd_str(&cmd, "NX");
+    rcmd_str(&cmd, "PX");
+    rcmd_u64(&cmd, 30000);
+    dead_ctx_t d = {c, peer, stored};
+    rclient_send(c->cl, &cmd, 0, on_dead_lock, &d, sizeof(d), NULL, 0);
+}
+
 static void handle_dead(cluster_t *c, int peer)
 {
     routes_drop_peer(c, peer);
     char key[300];
     snprintf(key, sizeof(key), "lock:dead:%s", c->peers[peer].id);
-    rcmd_t cmd;
-    rcmd_init(&cmd, c->url.prefix);
-    rcmd_str(&cmd, "SET");
-    cmd.key = cmd.argc;
-    rcmd_key(&cmd, key);
-    rcmd_str(&cmd, c->id);
-    rcmd_str(&cmd, "NX");
-    rcmd_str(&cmd, "PX");
-    rcmd_u64(&cmd, 30000);
-    dead_ctx_t d = {c, peer};
-    rclient_send(c->cl, &cmd, 0, on_dead_lock, &d, sizeof(d), NULL, 0);
+    dead_cleanup(c, peer, key, true);
 }
 
 /* ---- receiving --------------------------------------------------------- */
@@ -900,9 +916,31 @@ static void rx_retain(cluster_t *c, rbuf_t *r)
     msg_unref(&m);
 }
 
+static void dead_cleanup(cluster_t *c, int peer, const char *lock,
+                         bool stored);
+
+/* A node (re)started under this id: whatever we knew of its previous run
+ * (routes, clean sessions) is gone. One node (lock per restart) publishes
+ * the wills of that run's clean sessions; the node ends its stored
+ * sessions itself. */
+static void rx_reset(cluster_t *c, int from, rbuf_t *r)
+{
+    uint64_t started = rb_u64(r);
+    if (r->bad)
+        return;
+    routes_drop_peer(c, from);
+    char lock[300];
+    snprintf(lock, sizeof(lock), "lock:restart:%s:%llu", c->peers[from].id,
+             (unsigned long long)started);
+    dead_cleanup(c, from, lock, false);
+}
+
 static void rx_record(cluster_t *c, int from, uint8_t type, rbuf_t *r)
 {
     switch (type) {
+    case REC_RESET:
+        rx_reset(c, from, r);
+        break;
     case REC_MSG: {
         msg_t *m = rb_msg(r);
         if (m) {
@@ -1016,9 +1054,15 @@ static void on_bus_connect(const redisAsyncContext *ac, int status)
         evtimer_add(c->resub, &tv);
         return;
     }
-    /* A reconnect may have missed events: reload every route. */
+    /* A reconnect may have missed events: reload every route, and write
+     * ours again (a store restarted without its data lost them). */
     for (size_t i = 0; i < c->n_peers; i++)
         load_routes_of(c, (int)i);
+    size_t cur = 0;
+    const char *f;
+    size_t flen;
+    while (map_next(c->local, &cur, &f, &flen, NULL))
+        route_event(c, f, flen, true);
 }
 
 /* The store node that owns the bus channels' slot (cluster) or the server. */
@@ -1141,9 +1185,12 @@ bool cluster_notify_queued(broker_t *b, const subr_t *r, const msg_t *m,
     if (!c)
         return false;
     owner_t *o = map_get(c->owners, r->cid, r->clen);
-    if (!o || o->node == SELF || o->node >= c->n_peers)
+    if (o && o->node == SELF)
         return false;
-    wbuf_t *w = &c->peers[o->node].batch;
+    /* Owner unknown (this node started after the claim): tell every node;
+     * only the one holding the session online delivers it. */
+    wbuf_t *w = o && o->node < c->n_peers ? &c->peers[o->node].batch
+                                          : &c->all;
     size_t at = rec_begin(c, w, REC_QUEUED);
     wb_str(w, r->cid, r->clen);
     wb_u64(w, qid);
@@ -1302,8 +1349,21 @@ int cluster_start(broker_t *b)
         return SL_ENOMEM;
     }
     b->cluster = c;
-    /* Sessions our previous run (same node_id) left online end now. */
+    /* What our previous run (same node_id) left: its routes go, its
+     * stored sessions still online end now, and the others hear that we
+     * started (they drop its routes and publish its clean sessions' wills). */
+    char key[300];
+    rcmd_t cmd;
+    snprintf(key, sizeof(key), "routes:%s", c->id);
+    rcmd_init(&cmd, c->url.prefix);
+    rcmd_str(&cmd, "DEL");
+    cmd.key = cmd.argc;
+    rcmd_key(&cmd, key);
+    rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
     end_sessions_of(c, c->id, sl_now_ms(), false);
+    size_t at = rec_begin(c, &c->all, REC_RESET);
+    wb_u64(&c->all, sl_now_ms());
+    rec_end(c, &c->all, at);
     heartbeat(c);
     bus_connect(c);
     struct timeval tv = {HEARTBEAT_MS / 1000, (HEARTBEAT_MS % 1000) * 1000};
