@@ -15,7 +15,7 @@
  *    sl:routes:<id> and broadcasts additions and removals; every node holds
  *    the whole table (filter -> nodes) in a trie and sends a message once to
  *    each node with a matching route. A full reload from the store runs at
- *    start, on a bus reconnect and every 30 s, so a lost event heals;
+ *    start, on a bus reconnect and every 5 s, so a lost event heals;
  *  - persistent sessions: subscriptions, claims and ends are broadcast, so
  *    every node has the cluster-wide index and queues QoS >= 1 messages for
  *    any persistent session itself, then tells the owner node ('Q');
@@ -54,7 +54,7 @@
 
 #define HEARTBEAT_MS 1000
 #define ALIVE_TTL_MS 5000
-#define RELOAD_EVERY 30          /* heartbeats between full route reloads */
+#define RELOAD_EVERY 5           /* heartbeats between full route reloads */
 #define BATCH_MAX (256u * 1024)  /* flush a node's batch at this size */
 #define MAX_NODES 256
 
