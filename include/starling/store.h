@@ -170,6 +170,17 @@ void store_queue_mark(store_t *st, const char *cid, size_t clen,
 void store_queue_ack(store_t *st, const char *cid, size_t clen,
                      uint64_t epoch, uint64_t id, store_done_fn cb, void *arg);
 
+/*
+ * Up to `max` entries of a session's queue with an id above `after`, in
+ * order (the cluster's sweep: entries whose notification to the owner node
+ * was lost). Entries handed to the callback are borrowed.
+ */
+typedef void (*store_entries_fn)(void *arg, int status,
+                                 const store_entry_t *entries, size_t n);
+void store_queue_since(store_t *st, const char *cid, size_t clen,
+                       uint64_t after, uint32_t max, store_entries_fn cb,
+                       void *arg);
+
 /* Inbound QoS 2 packet ids awaiting PUBREL. */
 void store_inbound_put(store_t *st, const char *cid, size_t clen,
                        uint64_t epoch, uint16_t pid, store_done_fn cb,

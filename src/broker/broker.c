@@ -126,12 +126,48 @@ static void on_expired(void *arg, int status, const char *const *cids,
     }
 }
 
+/*
+ * The cluster's sweep (every SWEEP_TICKS seconds): another node appends to
+ * the queue of a session online here and notifies us; if that notice was
+ * lost (its node died, a bus reconnect), the entry is found here.
+ */
+#define SWEEP_TICKS 2
+#define SWEEP_MAX 256
+
+static void on_swept(void *arg, int status, const store_entry_t *e, size_t n)
+{
+    sess_t *s = arg;
+    if (status == SL_OK && s->state == SESS_ONLINE)
+        sess_qid_swept(s, e, n);
+    for (size_t i = 0; status == SL_OK && i < n; i++)
+        if (s->state == SESS_ONLINE && e[i].msg)
+            sess_deliver(s, e[i].msg, e[i].qos, false, NULL, 0, e[i].id,
+                         NULL);
+    sess_unref(&s);
+}
+
+static void sweep(broker_t *b)
+{
+    size_t cur = 0;
+    void *v;
+    while (map_next(b->clients, &cur, NULL, NULL, &v)) {
+        sess_t *s = v;
+        if (s->state != SESS_ONLINE || !s->persistent)
+            continue;
+        sess_ref(s);
+        store_queue_since(b->store, s->cid, s->clen, s->max_qid, SWEEP_MAX,
+                          on_swept, s);
+    }
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     broker_t *b = arg;
     if (b->stopping)
         return;
     store_session_expired(b->store, sl_now_ms(), on_expired, b);
+    if (b->cluster && (b->ticks + 1) % SWEEP_TICKS == 0)
+        sweep(b);
     int every = b->conf->sys_interval;
     if (every && ++b->ticks % (unsigned)every == 0)
         sys_publish(b);

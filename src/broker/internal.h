@@ -123,12 +123,13 @@ struct sess {
     subr_t *subr;                /* NULL for a clean session until SUBSCRIBE */
     uint64_t epoch;              /* store epoch (persistent sessions) */
     uint64_t connected_ms;       /* CONNECT time: a clean session's epoch */
-    uint64_t max_qid;            /* highest store entry seen (dedup) */
+    uint64_t max_qid;            /* every queue id up to here was seen */
 
     /* outbound (broker -> client) */
     dlvq_t inflight;             /* sent, awaiting ack; in send order */
     dlvq_t pending;              /* waiting for the inflight window */
     map_t *alias_out;            /* topic -> alias number (v5) */
+    map_t *qseen;                /* queue ids seen above max_qid */
 
     /* inbound (client -> broker) */
     uint16_t *in_qos2;           /* packet ids awaiting PUBREL */
@@ -232,6 +233,9 @@ void sess_deliver(sess_t *s, msg_t *m, uint8_t qos, bool retain,
                   const uint32_t *subids, uint8_t n_subids, uint64_t qid,
                   group_t *group);
 const char *sess_name(const sess_t *s);
+/* Queue-entry bookkeeping of a connection (dedup of notices and sweeps). */
+bool sess_qid_new(sess_t *s, uint64_t qid);
+void sess_qid_swept(sess_t *s, const store_entry_t *e, size_t n);
 
 /* The epoch that orders claims of one client id across the cluster: the
  * store's for stored sessions, the CONNECT time for clean ones (store

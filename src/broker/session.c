@@ -88,6 +88,7 @@ void sess_unref(sess_t **ps)
     msg_unref(&s->will);
     subr_unref(&s->subr);
     map_free(s->alias_out, NULL);
+    map_free(s->qseen, NULL);
     if (s->alias_in) {
         for (int i = 0; i <= s->b->conf->max_topic_alias; i++)
             free(s->alias_in[i]);
@@ -584,15 +585,78 @@ static void pump(sess_t *s)
     }
 }
 
+/*
+ * Queue entries seen by this connection. Several nodes append to one
+ * session's queue, so their notices can arrive out of id order: every id at
+ * or below `max_qid` (the floor) has been seen, and `qseen` holds the ids
+ * seen above it. Returns true (and records it) for an id not seen yet.
+ */
+static bool qid_has(const sess_t *s, uint64_t qid)
+{
+    return s->qseen && map_get(s->qseen, &qid, sizeof(qid));
+}
+
+static void qid_compact(sess_t *s)
+{
+    uint64_t next = s->max_qid + 1;
+    while (s->qseen && map_del(s->qseen, &next, sizeof(next)))
+        s->max_qid = next++;
+}
+
+bool sess_qid_new(sess_t *s, uint64_t qid)
+{
+    if (qid <= s->max_qid || qid_has(s, qid))
+        return false;
+    if (qid == s->max_qid + 1) {
+        s->max_qid = qid;
+    } else if ((s->qseen || (s->qseen = map_new())) &&
+               map_put(s->qseen, &qid, sizeof(qid), (void *)1, NULL) !=
+                   SL_OK) {
+        return true; /* out of memory: deliver; a duplicate is allowed */
+    }
+    qid_compact(s);
+    return true;
+}
+
+/* The sweep read the queue from the floor on: ids between the floor and the
+ * first entry it found are gone from the store (acknowledged or dropped),
+ * and with nothing found every id up to the highest seen is settled. */
+void sess_qid_swept(sess_t *s, const store_entry_t *e, size_t n)
+{
+    uint64_t upto = 0;
+    size_t cur = 0;
+    const char *k;
+    if (n && e[0].id > s->max_qid + 1)
+        upto = e[0].id - 1;
+    while (!n && s->qseen && map_next(s->qseen, &cur, &k, NULL, NULL)) {
+        uint64_t id;
+        memcpy(&id, k, sizeof(id));
+        if (id > upto)
+            upto = id;
+    }
+    if (upto <= s->max_qid)
+        return;
+    s->max_qid = upto;
+    /* Forget the ids now at or below the floor; keep those above it. */
+    map_t *keep = NULL;
+    cur = 0;
+    while (s->qseen && map_next(s->qseen, &cur, &k, NULL, NULL)) {
+        uint64_t id;
+        memcpy(&id, k, sizeof(id));
+        if (id > upto && (keep || (keep = map_new())))
+            map_put(keep, &id, sizeof(id), (void *)1, NULL);
+    }
+    map_free(s->qseen, NULL);
+    s->qseen = keep;
+    qid_compact(s);
+}
+
 void sess_deliver(sess_t *s, msg_t *m, uint8_t qos, bool retain,
                   const uint32_t *subids, uint8_t n_subids, uint64_t qid,
                   group_t *group)
 {
-    if (qid) {
-        if (qid <= s->max_qid)
-            return; /* already loaded from the store */
-        s->max_qid = qid;
-    }
+    if (qid && !sess_qid_new(s, qid))
+        return; /* already delivered on this connection */
     dlv_t tmp = {.msg = m, .qos = qos, .retain = retain,
                  .n_subids = n_subids > 4 ? 4 : n_subids, .qid = qid};
     if (n_subids)

@@ -41,6 +41,9 @@ typedef struct store_ops {
     void (*queue_ack)(store_t *st, const char *cid, size_t clen,
                       uint64_t epoch, uint64_t id, store_done_fn cb,
                       void *arg);
+    void (*queue_since)(store_t *st, const char *cid, size_t clen,
+                        uint64_t after, uint32_t max, store_entries_fn cb,
+                        void *arg);
     void (*inbound_put)(store_t *st, const char *cid, size_t clen,
                         uint64_t epoch, uint16_t pid, store_done_fn cb,
                         void *arg);

@@ -40,7 +40,7 @@ typedef struct msess {
     size_t n_inbound, cap_inbound;
 } msess_t;
 
-enum { P_DONE, P_ID, P_CLAIM, P_CIDS, P_MSGS, P_PSUB };
+enum { P_DONE, P_ID, P_CLAIM, P_CIDS, P_MSGS, P_PSUB, P_SINCE };
 
 typedef struct pend {
     struct pend *next;
@@ -119,6 +119,7 @@ static void run_claim(mem_t *m, pend_t *p);
 static void run_cids(mem_t *m, pend_t *p);
 static void run_msgs(mem_t *m, pend_t *p);
 static void run_psub(mem_t *m, pend_t *p);
+static void run_since(mem_t *m, pend_t *p);
 
 static void run_one(mem_t *m, pend_t *p)
 {
@@ -140,6 +141,9 @@ static void run_one(mem_t *m, pend_t *p)
         break;
     case P_PSUB:
         run_psub(m, p);
+        break;
+    case P_SINCE:
+        run_since(m, p);
         break;
     }
 }
@@ -523,6 +527,37 @@ static void mem_queue_ack(store_t *st, const char *cid, size_t clen,
     done(m, cb, arg, status);
 }
 
+static void mem_queue_since(store_t *st, const char *cid, size_t clen,
+                            uint64_t after, uint32_t max, store_entries_fn cb,
+                            void *arg)
+{
+    mem_t *m = (mem_t *)st;
+    pend_t *p = defer(m, P_SINCE, (void *)cb, arg, SL_OK);
+    p->cid = malloc(clen + 1);
+    if (!p->cid)
+        abort();
+    memcpy(p->cid, cid, clen);
+    p->clen = clen;
+    p->id = after;
+    p->prev.expiry = max; /* the count rides in an unused field */
+}
+
+static void run_since(mem_t *m, pend_t *p)
+{
+    store_entries_fn cb = (store_entries_fn)p->cb;
+    msess_t *s = sess_get(m, p->cid, p->clen);
+    uint32_t max = p->prev.expiry;
+    store_entry_t *ents = calloc((size_t)max + 1, sizeof(*ents));
+    size_t n = 0;
+    if (!ents)
+        abort();
+    for (qent_t *q = s ? s->qhead : NULL; q && n < max; q = q->next)
+        if (q->e.id > p->id)
+            ents[n++] = q->e;
+    cb(p->arg, s ? SL_OK : SL_ENOTFOUND, ents, n);
+    free(ents);
+}
+
 /* ---- inbound QoS 2 ----------------------------------------------------- */
 
 static void mem_inbound_put(store_t *st, const char *cid, size_t clen,
@@ -643,6 +678,7 @@ static const store_ops_t mem_ops = {
     .queue_append = mem_queue_append,
     .queue_mark = mem_queue_mark,
     .queue_ack = mem_queue_ack,
+    .queue_since = mem_queue_since,
     .inbound_put = mem_inbound_put,
     .inbound_del = mem_inbound_del,
     .retain_put = mem_retain_put,

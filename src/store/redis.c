@@ -853,6 +853,50 @@ static void redis_queue_ack(store_t *st, const char *cid, size_t clen,
     send_op(rs, &c, 0, on_done, (void *)cb, arg, NULL, 0);
 }
 
+static void on_since(void *ctx, const redisReply *r, int status)
+{
+    op_t *o = ctx;
+    store_entries_fn cb = (store_entries_fn)o->cb;
+    if (status != SL_OK || !r || r->type != REDIS_REPLY_ARRAY) {
+        cb(o->arg, status != SL_OK ? status : SL_EMALFORMED, NULL, 0);
+        return;
+    }
+    store_entry_t *ents = calloc(r->elements + 1, sizeof(*ents));
+    redisReply none = {.type = REDIS_REPLY_ARRAY};
+    size_t n = 0;
+    if (!ents) {
+        cb(o->arg, SL_ENOMEM, NULL, 0);
+        return;
+    }
+    /* pid/state are not read: the sweep only wants entries the session
+     * has not seen, which were never sent. */
+    for (size_t i = 0; i < r->elements; i++)
+        if (parse_entry(r->element[i], &none, &ents[n]) == SL_OK)
+            n++;
+    cb(o->arg, SL_OK, ents, n);
+    for (size_t i = 0; i < n; i++)
+        msg_unref(&ents[i].msg);
+    free(ents);
+}
+
+static void redis_queue_since(store_t *st, const char *cid, size_t clen,
+                              uint64_t after, uint32_t max,
+                              store_entries_fn cb, void *arg)
+{
+    rstore_t *rs = (rstore_t *)st;
+    rcmd_t c;
+    char start[32];
+    cmd_init(rs, &c);
+    rcmd_str(&c, "XRANGE");
+    rcmd_ckey(&c, cid, clen, ":q");
+    snprintf(start, sizeof(start), "%llu-0", (unsigned long long)after + 1);
+    rcmd_str(&c, start);
+    rcmd_str(&c, "+");
+    rcmd_str(&c, "COUNT");
+    rcmd_u64(&c, max);
+    send_op(rs, &c, RCLIENT_REPLAY, on_since, (void *)cb, arg, NULL, 0);
+}
+
 /* ---- inbound QoS 2 ----------------------------------------------------- */
 
 static void inbound(store_t *st, int script, const char *cid, size_t clen,
@@ -1027,6 +1071,7 @@ static const store_ops_t redis_ops = {
     .queue_append = redis_queue_append,
     .queue_mark = redis_queue_mark,
     .queue_ack = redis_queue_ack,
+    .queue_since = redis_queue_since,
     .inbound_put = redis_inbound_put,
     .inbound_del = redis_inbound_del,
     .retain_put = redis_retain_put,

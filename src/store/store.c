@@ -117,6 +117,13 @@ void store_queue_ack(store_t *st, const char *cid, size_t clen,
     st->ops->queue_ack(st, cid, clen, epoch, id, cb, arg);
 }
 
+void store_queue_since(store_t *st, const char *cid, size_t clen,
+                       uint64_t after, uint32_t max, store_entries_fn cb,
+                       void *arg)
+{
+    st->ops->queue_since(st, cid, clen, after, max, cb, arg);
+}
+
 void store_inbound_put(store_t *st, const char *cid, size_t clen,
                        uint64_t epoch, uint16_t pid, store_done_fn cb,
                        void *arg)

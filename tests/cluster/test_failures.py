@@ -1,0 +1,177 @@
+"""Nodes and the store failing while the cluster runs: a killed node
+restarted under the same id and port serves subscribers again and carries
+no stale routes of its previous life; wills survive a fast restart; the
+nodes recover by themselves from a store restart."""
+import time
+import uuid
+
+import pytest
+
+from conftest import standalone_url, wait_route
+
+
+def burst_reaches(cluster, pub, marker, target, topic, n=100):
+    """Publish n QoS 1 messages on `topic` through `pub`, then wait until
+    `marker` (a subscriber elsewhere) has them all; return how many bus
+    frames `target` received meanwhile (its $SYS counter)."""
+    w = cluster.sys(target)
+    before = w.latest("cluster/bus/received")
+    for i in range(n):
+        pub.publish(topic, f"b{i}".encode(), qos=1)
+    got = marker.expect_messages(n)
+    assert len(got) == n
+    after = w.fresh("cluster/bus/received")
+    return after - before
+
+
+def payloads(msgs):
+    return [m.payload for m in msgs]
+
+
+def wait_cleanup(cluster, dead, timeout=15.0):
+    """Wait until a survivor logs that it cleaned up `dead` (the one that
+    won the lock); returns that node."""
+    survivors = [n for n in cluster if n is not dead and n.alive()]
+    pat = f"cleaned up dead node '{dead.node_id}'"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for n in survivors:
+            if pat in n.log_text():
+                return n
+        time.sleep(0.05)
+    raise AssertionError(f"no survivor cleaned up {dead.node_id} within "
+                         f"{timeout} s")
+
+
+def test_dead_node_noticed_by_every_survivor(cluster3, client_factory):
+    """kill -9 C: both A and B notice (log, cluster/nodes = 2), not only
+    the survivor that wins the clean-up lock."""
+    a, b, c = cluster3
+    c.kill()
+    winner = wait_cleanup(cluster3, c)
+    other = b if winner is a else a
+    for n in (a, b):
+        assert n.wait_log(r"node 'n3' stopped heartbeating", 5), \
+            f"{n.node_id} never noticed n3's death ({winner.node_id} " \
+            f"won the clean-up and removed n3 from the node table)"
+    cluster3.wait_nodes(winner, 2, timeout=3)
+    cluster3.wait_nodes(other, 2, timeout=3)
+
+
+@pytest.mark.parametrize("detected", [True, False],
+                         ids=["after-detection", "fast"])
+def test_node_rejoins_after_kill(cluster3, client_factory, topic, detected):
+    """kill -9 C, then restart it with the same node id and port (after a
+    survivor cleaned it up, or at once): a subscriber on C gets messages
+    published on A again."""
+    a, b, c = cluster3
+    pub = client_factory(a)
+    old = client_factory(c)
+    assert old.subscribe(topic, 1) == [1]
+    wait_route(pub, old, topic)
+    c.kill()
+    if detected:
+        wait_cleanup(cluster3, c)
+    c.restart()
+    sub = client_factory(c)
+    assert sub.subscribe(topic, 1) == [1]
+    wait_route(pub, sub, topic)
+    for i in range(10):
+        pub.publish(topic, f"r{i}".encode(), qos=1)
+    assert payloads(sub.expect_messages(10)) == [f"r{i}".encode()
+                                                 for i in range(10)]
+    sub.expect_no_message(0.3)
+    cluster3.wait_nodes(c, 3)
+
+
+@pytest.mark.parametrize("detected", [True, False],
+                         ids=["after-detection", "fast"])
+def test_no_stale_routes_after_restart(cluster3, client_factory, topic,
+                                       detected):
+    """The routes of a killed node's previous life go: after C is restarted
+    (same id) with no subscriber, messages on a topic that only C's old
+    client wanted are not sent to C (publisher on the survivor that cleaned
+    C up, when one did)."""
+    a, b, c = cluster3
+    pub_on = a
+    old = client_factory(c)
+    assert old.subscribe(topic, 1) == [1]
+    for n in (a, b):  # both hold C's route
+        wait_route(client_factory(n), old, topic)
+    c.kill()
+    if detected:
+        pub_on = wait_cleanup(cluster3, c)
+    marker_on = b if pub_on is a else a
+    pub = client_factory(pub_on)
+    marker = client_factory(marker_on)
+    assert marker.subscribe(topic, 1) == [1]
+    wait_route(pub, marker, topic)
+    c.restart()
+    cluster3.wait_nodes(c, 3)
+    frames = burst_reaches(cluster3, pub, marker, c, topic)
+    assert frames < 20, \
+        f"{c.node_id} got {frames} bus frames for 100 messages on a topic " \
+        f"only its previous life's client wanted"
+
+
+def test_will_after_kill_and_fast_restart(cluster3, client_factory, topic):
+    """C is killed with a client holding a will and comes back at once
+    under the same id, before the others notice its heartbeat stopped: the
+    will is still published (by a survivor or by C itself)."""
+    a, b, c = cluster3
+    will_topic = f"{topic}/will"
+    watcher = client_factory(a)
+    assert watcher.subscribe(will_topic, 1) == [1]
+    for n in (a, b):
+        wait_route(client_factory(n), watcher, will_topic)
+    w = client_factory(c, f"w-{uuid.uuid4().hex[:8]}",
+                       will=(will_topic, b"gone", 1, False))
+    assert w.subscribe(f"{topic}/w", 0) == [0]
+    for n in (a, b):
+        wait_route(client_factory(n), w, f"{topic}/w")
+    c.kill()
+    c.restart()
+    m = watcher.expect_message(10)
+    assert (m.topic, m.payload) == (will_topic, b"gone")
+    watcher.expect_no_message(1.0)
+
+
+@pytest.mark.parametrize("appendonly", [False, True],
+                         ids=["no-persistence", "appendonly"])
+@pytest.mark.timeout(60)
+def test_store_restart(cluster_factory, redis_private, client_factory, topic,
+                       appendonly):
+    """The standalone store stops and comes back on the same port: every
+    node reconnects by itself (log), subscriptions made after the restart
+    route across nodes, and so do those made before it."""
+    redis = redis_private(appendonly=appendonly)
+    cl = cluster_factory(standalone_url(redis))
+    a, b, c = cl
+    pub = client_factory(a)
+    before = client_factory(b)
+    t_before, t_after = f"{topic}/before", f"{topic}/after"
+    assert before.subscribe(t_before, 1) == [1]
+    wait_route(pub, before, t_before)
+
+    marks = [n.log_mark() for n in cl]
+    redis.stop()
+    time.sleep(1.5)  # time must pass: the nodes notice the loss
+    redis.proc = None
+    redis.start()
+    for n, mark in zip(cl, marks):
+        assert n.wait_log(r"store: connection to \S+ lost", 10, mark), \
+            f"{n}: no log of the lost store connection"
+        assert n.wait_log(r"store: connection to \S+ restored", 15, mark), \
+            f"{n}: no log of the store reconnect"
+
+    after = client_factory(c)
+    assert after.subscribe(t_after, 1) == [1]
+    wait_route(pub, after, t_after, timeout=10)
+    for i in range(5):
+        pub.publish(t_after, f"a{i}".encode(), qos=1)
+    assert payloads(after.expect_messages(5)) == [f"a{i}".encode()
+                                                  for i in range(5)]
+    # Subscriptions made before the restart route again as well.
+    wait_route(pub, before, t_before, timeout=10)
+    pub.publish(t_before, b"old", qos=1)
+    assert before.expect_message().payload == b"old"

@@ -1,0 +1,146 @@
+"""Messages cross nodes: a publisher on one node, subscribers on the others,
+at every QoS, through exact and wildcard routes; retained messages set on
+one node are seen by a new subscriber on another; a route goes when its
+last subscriber does, and the node stops getting that traffic."""
+import pytest
+
+from conftest import unique, wait_route
+
+
+def test_cross_node_delivery(cluster3, client_factory, topic):
+    """Publisher on A, a subscriber per QoS on B and on C: every message
+    arrives once, in order, at the QoS subscribed."""
+    a, b, c = cluster3
+    pub = client_factory(a)
+    for qos in (0, 1, 2):
+        t = f"{topic}/{qos}"
+        subs = [client_factory(n) for n in (b, c)]
+        for s in subs:
+            assert s.subscribe(t, qos) == [qos]
+            wait_route(pub, s, t)
+        n = 20
+        for i in range(n):
+            pub.publish(t, f"m{i}".encode(), qos=qos)
+        for s in subs:
+            got = s.expect_messages(n)
+            assert [m.payload for m in got] == [f"m{i}".encode()
+                                                for i in range(n)]
+            assert {m.qos for m in got} == {qos}
+            assert {m.topic for m in got} == {t}
+            s.expect_no_message(0.2)
+
+
+@pytest.mark.parametrize("wild", ["+", "#"])
+def test_wildcard_routes(cluster3, client_factory, topic, wild):
+    a, b, c = cluster3
+    pub = client_factory(a)
+    f = f"{topic}/+/x" if wild == "+" else f"{topic}/#"
+    sub_b = client_factory(b)
+    sub_c = client_factory(c)
+    assert sub_b.subscribe(f, 1) == [1]
+    assert sub_c.subscribe(f"{topic}/other", 1) == [1]
+    wait_route(pub, sub_b, f"{topic}/probe/x")
+    wait_route(pub, sub_c, f"{topic}/other")
+    matching = [f"{topic}/one/x", f"{topic}/two/x"]
+    if wild == "#":
+        matching += [f"{topic}", f"{topic}/a/b/c"]
+    missing = [f"{topic}x/one/x", f"{unique()}/one/x"]
+    if wild == "+":
+        missing += [f"{topic}/one/y", f"{topic}/one/two/x", f"{topic}/x"]
+    for t in missing + matching:
+        pub.publish(t, t.encode(), qos=1)
+    got = sub_b.expect_messages(len(matching))
+    assert sorted(m.topic for m in got) == sorted(matching)
+    sub_b.expect_no_message(0.3)
+    sub_c.expect_no_message(0.1)
+
+
+def test_retained_across_nodes(cluster3, client_factory, topic):
+    cluster3.wait_formed(peers=True)  # see the test below for the why
+    a, b, c = cluster3
+    pub = client_factory(a)
+    pub.publish(topic, b"kept", qos=1, retain=True)  # returns on PUBACK
+    sub = client_factory(b)
+    assert sub.subscribe(topic, 1) == [1]
+    m = sub.expect_message(5)
+    assert (m.payload, m.retain) == (b"kept", True)
+
+    # Replaced on another node, then cleared: each seen by a new
+    # subscriber right after the publisher's PUBACK.
+    pub_c = client_factory(c)
+    pub_c.publish(topic, b"newer", qos=1, retain=True)
+    sub2 = client_factory(a)
+    assert sub2.subscribe(topic, 1) == [1]
+    m = sub2.expect_message(5)
+    assert (m.payload, m.retain) == (b"newer", True)
+
+    pub.publish(topic, b"", qos=1, retain=True)
+    for n in (b, c):
+        late = client_factory(n)
+        assert late.subscribe(topic, 1) == [1]
+        late.expect_no_message(0.5)
+
+
+@pytest.mark.parametrize("how", ["unsubscribe", "disconnect"])
+def test_route_removed_with_last_subscriber(cluster3, client_factory, topic,
+                                            how):
+    """After the only subscriber on C leaves, a burst published on A sends
+    nothing to C: C's cluster/bus/received grows by the background only
+    (the other nodes' $SYS broadcasts), not per message."""
+    a, b, c = cluster3
+    pub = client_factory(a)
+    marker = client_factory(b)  # sees every message: the burst was handled
+    gone = client_factory(c)
+    for s in (marker, gone):
+        assert s.subscribe(topic, 1) == [1]
+        wait_route(pub, s, topic)
+    sys_a, sys_c = cluster3.sys(a), cluster3.sys(c)
+    n = 100
+
+    def burst(tag):
+        for i in range(n):
+            pub.publish(topic, f"{tag}{i}".encode(), qos=1)
+        pub.publish(topic, f"{tag}-end".encode(), qos=1)
+        got = marker.expect_messages(n + 1)
+        assert got[-1].payload == f"{tag}-end".encode()
+
+    # While C has a subscriber, the burst reaches C (sanity of the counter).
+    before = sys_c.latest("cluster/bus/received")
+    burst("on")
+    assert len(gone.expect_messages(n + 1)) == n + 1
+    after = sys_c.fresh("cluster/bus/received")
+    assert after - before >= n // 2, (before, after)
+
+    routes = sys_a.latest("cluster/routes")
+    if how == "unsubscribe":
+        gone.unsubscribe(topic)
+    else:
+        gone.disconnect()
+    # A forgets C's route: its route count drops by one.
+    sys_a.wait_value("cluster/routes", lambda v: v == routes - 1, 10)
+
+    before = sys_c.latest("cluster/bus/received")
+    burst("off")
+    after = sys_c.fresh("cluster/bus/received")
+    # background: one $SYS frame per second from each of the 2 other nodes
+    assert after - before < n // 5, \
+        f"C still receives bus frames per message: {before} -> {after}"
+    if how == "unsubscribe":
+        gone.expect_no_message(0.2)
+
+
+def test_retained_from_a_node_that_knows_no_peer_yet(cluster_factory, store,
+                                                     client_factory, topic):
+    """A node learns the other nodes from the store's node table once a
+    second; a retained message it takes in before that must still reach
+    the others (they serve retained messages from memory)."""
+    cl = cluster_factory(store)  # all on the bus; n1 has not read the table
+    a, b, c = cl
+    pub = client_factory(a)
+    pub.publish(topic, b"early", qos=1, retain=True)
+    cl.wait_formed(peers=True)
+    for n in (b, c):
+        sub = client_factory(n)
+        assert sub.subscribe(topic, 1) == [1]
+        m = sub.expect_message(3)
+        assert (m.payload, m.retain) == (b"early", True)
