@@ -568,14 +568,13 @@ typedef struct dead_ctx {
 /*
  * Ending the stored sessions a node held when it died, from the store
  * (sl:nodesess:<id>), so it works whoever knew about them: each session
- * still online with an epoch older than `before` (claimed before the node
- * died; a newer claim is a live node's) gets its will published and is
- * marked offline, which starts its expiry. The write is fenced by that
- * epoch, so a session reclaimed meanwhile is left alone.
+ * still online under the very claim (epoch) the node made gets its will
+ * published and is marked offline, which starts its expiry. A session
+ * claimed again since is left alone (and the write is fenced anyway).
  */
 typedef struct endctx {
     cluster_t *c;
-    uint64_t before;
+    uint64_t epoch;              /* the claim the dead node made */
     size_t clen;
     char cid[];
 } endctx_t;
@@ -594,8 +593,8 @@ static void on_session_read(void *ctx, const redisReply *r, int status)
         strcmp(on->str, "1") != 0)
         return;
     uint64_t epoch = strtoull(ep->str, NULL, 10);
-    if (!epoch || epoch >= e->before)
-        return;
+    if (!epoch || epoch != e->epoch)
+        return; /* claimed again since (by another node or this one) */
     if (map_get(b->clients, e->cid, e->clen))
         return; /* connected here again */
     msg_t *m = NULL;
@@ -614,7 +613,6 @@ static void on_session_read(void *ctx, const redisReply *r, int status)
 
 typedef struct setctx {
     cluster_t *c;
-    uint64_t before;
 } setctx_t;
 
 static void on_node_sessions(void *ctx, const redisReply *r, int status)
@@ -623,9 +621,9 @@ static void on_node_sessions(void *ctx, const redisReply *r, int status)
     cluster_t *c = sc->c;
     if (status != SL_OK || !r || r->type != REDIS_REPLY_ARRAY)
         return;
-    for (size_t i = 0; i < r->elements; i++) {
-        const redisReply *e = r->element[i];
-        if (e->type != REDIS_REPLY_STRING)
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const redisReply *e = r->element[i], *ev = r->element[i + 1];
+        if (e->type != REDIS_REPLY_STRING || ev->type != REDIS_REPLY_STRING)
             continue;
         rcmd_t cmd;
         rcmd_init(&cmd, c->url.prefix);
@@ -634,23 +632,22 @@ static void on_node_sessions(void *ctx, const redisReply *r, int status)
         rcmd_str(&cmd, "epoch");
         rcmd_str(&cmd, "on");
         rcmd_str(&cmd, "will");
-        endctx_t ec = {c, sc->before, e->len};
+        endctx_t ec = {c, strtoull(ev->str, NULL, 10), e->len};
         rclient_send(c->cl, &cmd, 0, on_session_read, &ec, sizeof(ec), e->str,
                      e->len);
     }
 }
 
-static void end_sessions_of(cluster_t *c, const char *node, uint64_t before,
-                            bool forget)
+static void end_sessions_of(cluster_t *c, const char *node, bool forget)
 {
     char key[300];
     snprintf(key, sizeof(key), "nodesess:%s", node);
     rcmd_t cmd;
     rcmd_init(&cmd, c->url.prefix);
-    rcmd_str(&cmd, "SMEMBERS");
+    rcmd_str(&cmd, "HGETALL");
     cmd.key = cmd.argc;
     rcmd_key(&cmd, key);
-    setctx_t sc = {c, before};
+    setctx_t sc = {c};
     rclient_send(c->cl, &cmd, 0, on_node_sessions, &sc, sizeof(sc), NULL, 0);
     if (forget) {
         rcmd_init(&cmd, c->url.prefix);
@@ -664,8 +661,7 @@ static void end_sessions_of(cluster_t *c, const char *node, uint64_t before,
 static void cleanup_dead(cluster_t *c, int peer, bool stored)
 {
     if (stored)
-        end_sessions_of(c, c->peers[peer].id, sl_now_ms() - ALIVE_TTL_MS,
-                        true);
+        end_sessions_of(c, c->peers[peer].id, true);
     broker_t *b = c->b;
     size_t cur = 0;
     const char *cid;
@@ -1204,8 +1200,9 @@ bool cluster_notify_queued(broker_t *b, const subr_t *r, const msg_t *m,
     return true;
 }
 
-/* sl:nodesess:<id>: the stored sessions online at a node, so that the
- * survivor cleaning up after it (or its own next run) can end them. */
+/* sl:nodesess:<id>: hash of the stored sessions online at a node, with the
+ * epoch of their claim, so that the survivor cleaning up after it (or its
+ * own next run) ends exactly those claims and not a newer one elsewhere. */
 static void node_sessions(cluster_t *c, const sess_t *s, bool add)
 {
     if (!s->epoch)
@@ -1214,10 +1211,12 @@ static void node_sessions(cluster_t *c, const sess_t *s, bool add)
     snprintf(key, sizeof(key), "nodesess:%s", c->id);
     rcmd_t cmd;
     rcmd_init(&cmd, c->url.prefix);
-    rcmd_str(&cmd, add ? "SADD" : "SREM");
+    rcmd_str(&cmd, add ? "HSET" : "HDEL");
     cmd.key = cmd.argc;
     rcmd_key(&cmd, key);
     rcmd_bytes(&cmd, s->cid, s->clen);
+    if (add)
+        rcmd_u64(&cmd, s->epoch);
     rclient_send(c->cl, &cmd, RCLIENT_REPLAY, on_published, &c, sizeof(c),
                  NULL, 0);
 }
@@ -1360,7 +1359,7 @@ int cluster_start(broker_t *b)
     cmd.key = cmd.argc;
     rcmd_key(&cmd, key);
     rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
-    end_sessions_of(c, c->id, sl_now_ms(), false);
+    end_sessions_of(c, c->id, false);
     size_t at = rec_begin(c, &c->all, REC_RESET);
     wb_u64(&c->all, sl_now_ms());
     rec_end(c, &c->all, at);

@@ -18,7 +18,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -31,7 +30,6 @@ from paho.mqtt.properties import Properties
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 HOST = "127.0.0.1"
 SANITIZER_MARKERS = ("AddressSanitizer", "runtime error:", "LeakSanitizer")

@@ -28,41 +28,28 @@ def payloads(msgs):
     return [m.payload for m in msgs]
 
 
-def wait_cleanup(cluster, dead, timeout=15.0):
-    """Wait until a survivor logs that it cleaned up `dead` (the one that
-    won the lock); returns that node."""
-    survivors = [n for n in cluster if n is not dead and n.alive()]
-    pat = f"cleaned up dead node '{dead.node_id}'"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for n in survivors:
-            if pat in n.log_text():
-                return n
-        time.sleep(0.05)
-    raise AssertionError(f"no survivor cleaned up {dead.node_id} within "
-                         f"{timeout} s")
+def wait_dead(cluster, dead, timeout=15.0):
+    """Wait until every other running node counts one node less (it noticed
+    `dead` stopped heartbeating: PX 5000, checked every second)."""
+    live = sum(1 for n in cluster if n.alive())
+    for n in cluster:
+        if n is not dead and n.alive():
+            cluster.wait_nodes(n, live, timeout)
 
 
-def test_dead_node_noticed_by_every_survivor(cluster3, client_factory):
-    """kill -9 C: both A and B notice (log, cluster/nodes = 2), not only
+def test_dead_node_noticed_by_every_survivor(cluster3):
+    """kill -9 C: both A and B notice (cluster/nodes drops to 2), not only
     the survivor that wins the clean-up lock."""
     a, b, c = cluster3
     c.kill()
-    winner = wait_cleanup(cluster3, c)
-    other = b if winner is a else a
-    for n in (a, b):
-        assert n.wait_log(r"node 'n3' stopped heartbeating", 5), \
-            f"{n.node_id} never noticed n3's death ({winner.node_id} " \
-            f"won the clean-up and removed n3 from the node table)"
-    cluster3.wait_nodes(winner, 2, timeout=3)
-    cluster3.wait_nodes(other, 2, timeout=3)
+    wait_dead(cluster3, c)
 
 
 @pytest.mark.parametrize("detected", [True, False],
                          ids=["after-detection", "fast"])
 def test_node_rejoins_after_kill(cluster3, client_factory, topic, detected):
-    """kill -9 C, then restart it with the same node id and port (after a
-    survivor cleaned it up, or at once): a subscriber on C gets messages
+    """kill -9 C, then restart it with the same node id and port (after the
+    survivors noticed, or at once): a subscriber on C gets messages
     published on A again."""
     a, b, c = cluster3
     pub = client_factory(a)
@@ -71,7 +58,7 @@ def test_node_rejoins_after_kill(cluster3, client_factory, topic, detected):
     wait_route(pub, old, topic)
     c.kill()
     if detected:
-        wait_cleanup(cluster3, c)
+        wait_dead(cluster3, c)
     c.restart()
     sub = client_factory(c)
     assert sub.subscribe(topic, 1) == [1]
@@ -90,20 +77,17 @@ def test_no_stale_routes_after_restart(cluster3, client_factory, topic,
                                        detected):
     """The routes of a killed node's previous life go: after C is restarted
     (same id) with no subscriber, messages on a topic that only C's old
-    client wanted are not sent to C (publisher on the survivor that cleaned
-    C up, when one did)."""
+    client wanted are not sent to C."""
     a, b, c = cluster3
-    pub_on = a
     old = client_factory(c)
     assert old.subscribe(topic, 1) == [1]
     for n in (a, b):  # both hold C's route
         wait_route(client_factory(n), old, topic)
     c.kill()
     if detected:
-        pub_on = wait_cleanup(cluster3, c)
-    marker_on = b if pub_on is a else a
-    pub = client_factory(pub_on)
-    marker = client_factory(marker_on)
+        wait_dead(cluster3, c)
+    pub = client_factory(a)
+    marker = client_factory(b)
     assert marker.subscribe(topic, 1) == [1]
     wait_route(pub, marker, topic)
     c.restart()

@@ -3,12 +3,14 @@ persistent sessions resumed on another node with what was queued meanwhile,
 an online persistent subscriber fed from another node (store queue plus
 notification), wills of a killed node's clients published by a survivor,
 and shared subscriptions."""
+import queue
 import time
 import uuid
 
 import pytest
 
-from conftest import redis_any, store_ports, wait_route, wait_until
+from conftest import (PROBE, redis_any, store_ports, wait_route,
+                      wait_until)
 
 V5_SESSION_TAKEN_OVER = 0x8E
 
@@ -170,8 +172,6 @@ def test_will_of_killed_node_published_by_survivor(cluster3, client_factory,
 def wait_group_route(pub, members, topic, timeout=15.0):
     """Probe until one of `members` gets a probe (the route of the group's
     node is known where `pub` is)."""
-    import queue as q
-    from conftest import PROBE
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         tag = PROBE + uuid.uuid4().hex.encode()
@@ -186,7 +186,7 @@ def wait_group_route(pub, members, topic, timeout=15.0):
                             while not mm.probes.empty():
                                 mm.probes.get_nowait()
                         return
-                except q.Empty:
+                except queue.Empty:
                     pass
     raise AssertionError(f"no route for the group on {topic!r}")
 
