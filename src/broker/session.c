@@ -921,7 +921,9 @@ static void on_claimed(void *arg, int status, const store_claim_t *c)
                              s->version == MQTT_V5
                                  ? MQTT_RC_SERVER_UNAVAILABLE
                                  : MQTT_V3_SERVER_UNAVAILABLE);
-        s->state = SESS_NEW; /* nothing to end */
+        if (map_get(b->clients, s->cid, s->clen) == s)
+            map_del(b->clients, s->cid, s->clen);
+        s->state = SESS_NEW; /* nothing else to end */
         sess_close(s, 0, "session store unavailable");
         sess_unref(&s);
         return;
