@@ -132,6 +132,9 @@ static const option_t options[] = {
     STR(node_id, NULL, FIXED, check_node_id,
         "Name of this node, unique in the cluster: 1 to 64 letters, digits, "
         "'-', '_' or '.'; unset = generated at start."),
+    BOOL(cluster_batch, "true", FIXED,
+         "Batch the messages one node sends another into one store PUBLISH "
+         "per event-loop pass (off: one PUBLISH per message)."),
 
     /* protocol and limits */
     SIZE(max_packet_size, 16, 268435455, "1048576", FIXED,

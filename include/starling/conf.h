@@ -79,6 +79,7 @@ typedef struct sl_conf {
     /* store and cluster */
     char *store;                     /* "memory" */
     char *node_id;                   /* NULL = generated */
+    bool cluster_batch;              /* true */
 
     /* protocol and limits */
     uint32_t max_packet_size;        /* 1048576 */

@@ -53,6 +53,32 @@ static void on_will_due(evutil_socket_t fd, short what, void *arg)
     delayed_will_free(w);
 }
 
+void broker_will_after(broker_t *b, const char *cid, size_t clen, msg_t *m,
+                       uint32_t delay)
+{
+    if (!delay) {
+        will_publish_now(b, m, cid);
+        return;
+    }
+    delayed_will_t *w = calloc(1, sizeof(*w));
+    if (!w || !(w->cid = strndup(cid, clen)) ||
+        !(w->ev = evtimer_new(b->base, on_will_due, w))) {
+        if (w)
+            free(w->cid);
+        free(w);
+        will_publish_now(b, m, cid); /* better early than never */
+        return;
+    }
+    w->b = b;
+    w->clen = clen;
+    w->msg = msg_ref(m);
+    struct timeval tv = {(time_t)delay, 0};
+    evtimer_add(w->ev, &tv);
+    void *old = NULL;
+    map_put(b->delayed_wills, w->cid, w->clen, w, &old);
+    delayed_will_free(old);
+}
+
 /* MQTT 5 §3.1.3.2.2: the will is sent after the will delay or when the
  * session ends, whichever is first; not at all if the client reconnects. */
 void broker_publish_will(broker_t *b, sess_t *s)
@@ -60,27 +86,9 @@ void broker_publish_will(broker_t *b, sess_t *s)
     uint32_t delay = s->will_delay;
     if (s->persistent && s->expiry < delay)
         delay = s->expiry;
-    if (s->version != MQTT_V5 || delay == 0 || !s->persistent) {
-        will_publish_now(b, s->will, s->cid);
-        return;
-    }
-    delayed_will_t *w = calloc(1, sizeof(*w));
-    if (!w || !(w->cid = strndup(s->cid, s->clen)) ||
-        !(w->ev = evtimer_new(b->base, on_will_due, w))) {
-        if (w)
-            free(w->cid);
-        free(w);
-        will_publish_now(b, s->will, s->cid); /* better early than never */
-        return;
-    }
-    w->b = b;
-    w->clen = s->clen;
-    w->msg = msg_ref(s->will);
-    struct timeval tv = {(time_t)delay, 0};
-    evtimer_add(w->ev, &tv);
-    void *old = NULL;
-    map_put(b->delayed_wills, w->cid, w->clen, w, &old);
-    delayed_will_free(old);
+    if (s->version != MQTT_V5 || !s->persistent)
+        delay = 0;
+    broker_will_after(b, s->cid, s->clen, s->will, delay);
 }
 
 void broker_cancel_delayed_will(broker_t *b, const char *cid, size_t clen)

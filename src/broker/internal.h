@@ -259,6 +259,9 @@ void router_fini(struct broker *b);
 /* A message another node forwarded: local subscribers only (persistent
  * sessions at QoS >= 1 were queued by the publishing node). */
 void router_publish_remote(struct broker *b, msg_t *m);
+/* Another node picked this node for a message to shared group `share`. */
+void router_group_remote(struct broker *b, const char *share, size_t slen,
+                         msg_t *m);
 /* Deliver m to one member of a shared group other than `except` (used when
  * a member leaves with messages it did not acknowledge). */
 void router_group_deliver(struct broker *b, group_t *g, msg_t *m,
@@ -286,8 +289,23 @@ void cluster_stop(struct broker *b);
 void cluster_free(struct broker *b);
 void cluster_route_ref(struct broker *b, const char *f, size_t flen,
                        int delta);
-/* Send a locally published message to every node with a matching route. */
+/* Send a locally published message to every node with a matching route
+ * (and, for a shared group with members on other nodes only, to one of
+ * those nodes). */
 void cluster_forward(struct broker *b, const msg_t *m);
+#define CLUSTER_SELF (-1)
+#define CLUSTER_NONE (-2)
+/* Which node's member of shared group `share` gets the next message: this
+ * node (CLUSTER_SELF; only offered when `self`, i.e. a member is online
+ * here), a peer index, or CLUSTER_NONE when no node has a member online. */
+int cluster_group_pick(struct broker *b, const char *share, size_t slen,
+                       bool self);
+/* Send m to peer `node` for one member of its part of a shared group. */
+void cluster_send_group(struct broker *b, int node, const char *share,
+                        size_t slen, const msg_t *m);
+/* The node holding a persistent session online: CLUSTER_SELF, a peer
+ * index, or CLUSTER_NONE (offline or unknown). */
+int cluster_owner(struct broker *b, const subr_t *r);
 /* Tell the owner node of a persistent session about a queued entry; false
  * when no other node owns it. */
 bool cluster_notify_queued(struct broker *b, const subr_t *r, const msg_t *m,
@@ -300,12 +318,20 @@ void cluster_psub(struct broker *b, const char *cid, size_t clen,
 void cluster_ended(struct broker *b, const char *cid, size_t clen);
 /* This node's id in a cluster; NULL on a single node. */
 const char *cluster_node_id(const struct broker *b);
-void cluster_stats(struct broker *b, uint32_t *nodes, uint32_t *routes,
-                   uint64_t *sent, uint64_t *received);
+typedef struct cluster_stats {
+    uint64_t nodes, routes;      /* live nodes (this one too); routes held */
+    uint64_t sent, received;     /* bus frames */
+    uint64_t resyncs;            /* route tables reloaded after a gap */
+} cluster_stats_t;
+void cluster_stats(struct broker *b, cluster_stats_t *st);
 
 /* ---- broker.c ---------------------------------------------------------- */
 void broker_conn_gone(struct broker *b, sess_t *s);
 void broker_publish_will(struct broker *b, sess_t *s);
+/* Publish a will now (delay 0) or after `delay` s unless client `cid`
+ * connects again first (anywhere in the cluster). */
+void broker_will_after(struct broker *b, const char *cid, size_t clen,
+                       msg_t *m, uint32_t delay);
 /* A client with this id connected: a delayed will (v5) is not sent. */
 void broker_cancel_delayed_will(struct broker *b, const char *cid,
                                 size_t clen);

@@ -238,6 +238,45 @@ static void group_deliver(broker_t *b, route_t *rt, group_t *g, msg_t *m,
                      qos ? g : NULL);
 }
 
+static bool group_online(const group_t *g, const subr_t *except)
+{
+    for (uint32_t i = 0; i < g->n; i++)
+        if (g->members[i].r != except && member_online(&g->members[i]))
+            return true;
+    return false;
+}
+
+/*
+ * A shared group in a cluster: one node among those with a member online
+ * gets the message (cluster_group_pick). When it is another node, a
+ * persistent member whose session is online there is queued here, like any
+ * persistent subscription (so before the publisher's ack); otherwise that
+ * node hands it to one of its members.
+ */
+static void group_route(broker_t *b, route_t *rt, group_t *g, msg_t *m)
+{
+    int node = cluster_group_pick(b, g->share, g->slen, group_online(g, NULL));
+    if (node < 0) {
+        group_deliver(b, rt, g, m, NULL);
+        return;
+    }
+    for (uint32_t k = 0; k < g->n; k++) {
+        uint32_t i = (g->rr + k) % g->n;
+        member_t *mb = &g->members[i];
+        uint8_t qos = mb->sub->qos < m->qos ? mb->sub->qos : m->qos;
+        if (!mb->r->persistent || !qos || cluster_owner(b, mb->r) != node)
+            continue;
+        g->rr = i + 1;
+        struct match mt = {.r = mb->r, .qos = qos};
+        if (mb->sub->sub_id)
+            mt.subids[mt.n_subids++] = mb->sub->sub_id;
+        queue_for(b, rt, &mt, m, qos, mb->sub->retain_as_published &&
+                                          m->retain);
+        return;
+    }
+    cluster_send_group(b, node, g->share, g->slen, m);
+}
+
 void router_publish(broker_t *b, sess_t *from, msg_t *m, route_done_fn done,
                     void *arg)
 {
@@ -276,7 +315,7 @@ void router_publish(broker_t *b, sess_t *from, msg_t *m, route_done_fn done,
                          NULL);
     }
     for (uint32_t i = 0; i < b->n_gmatches && !expired; i++)
-        group_deliver(b, rt, b->gmatches[i], m, NULL);
+        group_route(b, rt, b->gmatches[i], m);
     rt->matched |= b->n_gmatches > 0;
     if (expired)
         b->stats.dropped_expired++;
@@ -306,24 +345,24 @@ void router_publish_remote(broker_t *b, msg_t *m)
             sess_deliver(s, m, qos, mt->rap && m->retain, mt->subids,
                          mt->n_subids, 0, NULL);
     }
-    /* TODO: a shared group spanning nodes gets one delivery per node. */
-    for (uint32_t i = 0; i < b->n_gmatches; i++) {
-        group_t *g = b->gmatches[i];
-        for (uint32_t k = 0; k < g->n; k++) {
-            member_t *mb = &g->members[(g->rr + k) % g->n];
-            sess_t *s = mb->r->online;
-            if (!s || s->state != SESS_ONLINE)
-                continue;
-            uint8_t qos = mb->sub->qos < m->qos ? mb->sub->qos : m->qos;
-            if (mb->r->persistent && qos > 0)
-                break;
-            g->rr = (g->rr + k + 1) % g->n;
-            uint32_t sid = mb->sub->sub_id;
-            sess_deliver(s, m, qos, false, sid ? &sid : NULL, sid ? 1 : 0, 0,
-                         qos ? g : NULL);
-            break;
-        }
+    /* Shared groups: only when the publishing node picks this one ('G'). */
+}
+
+void router_group_remote(broker_t *b, const char *share, size_t slen,
+                         msg_t *m)
+{
+    group_t *g = map_get(b->groups, share, slen);
+    if (m->expiry_at && m->expiry_at <= sl_now_ms()) {
+        b->stats.dropped_expired++;
+        return;
     }
+    if (!g) {
+        log_debug("shared group '%.*s' has no member here any more, message "
+                  "on '%s' dropped",
+                  (int)slen, share, m->topic);
+        return;
+    }
+    router_group_deliver(b, g, m, NULL);
 }
 
 void router_group_deliver(broker_t *b, group_t *g, msg_t *m,
@@ -333,7 +372,13 @@ void router_group_deliver(broker_t *b, group_t *g, msg_t *m,
     if (!rt)
         return;
     rt->pending = 1;
-    group_deliver(b, rt, g, m, except);
+    int node = CLUSTER_NONE;
+    if (except && !group_online(g, except))
+        node = cluster_group_pick(b, g->share, g->slen, false);
+    if (node >= 0)
+        cluster_send_group(b, node, g->share, g->slen, m); /* elsewhere */
+    else
+        group_deliver(b, rt, g, m, except);
     route_step(rt);
 }
 

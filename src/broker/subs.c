@@ -142,18 +142,12 @@ static void group_leave(broker_t *b, group_t *g, const subr_t *r)
 
 /* ---- subscriptions ----------------------------------------------------- */
 
-/* The cluster route of a subscription: its filter, the inner one for
- * "$share/g/f". Counted only while the subscriber is online here. */
+/* The cluster route of a subscription: its filter ("$share/g/f" whole for
+ * a shared one). Counted only while the subscriber is online here. */
 static void route_ref(broker_t *b, const subr_t *r, const char *f,
                       size_t flen, int delta)
 {
-    const char *g, *inner;
-    size_t glen, ilen;
-    if (!b->cluster || !r->online)
-        return;
-    if (topic_share_parse(f, flen, &g, &glen, &inner, &ilen) == 1)
-        cluster_route_ref(b, inner, ilen, delta);
-    else
+    if (b->cluster && r->online)
         cluster_route_ref(b, f, flen, delta);
 }
 

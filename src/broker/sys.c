@@ -60,12 +60,12 @@ void sys_publish(broker_t *b)
     sys_u64(b, "store/ready", store_ready(b->store));
     sys_u64(b, "protocol/errors", st->protocol_errors);
     if (b->cluster) {
-        uint32_t nodes, routes;
-        uint64_t sent, received;
-        cluster_stats(b, &nodes, &routes, &sent, &received);
-        sys_u64(b, "cluster/nodes", nodes);
-        sys_u64(b, "cluster/routes", routes);
-        sys_u64(b, "cluster/bus/sent", sent);
-        sys_u64(b, "cluster/bus/received", received);
+        cluster_stats_t cs;
+        cluster_stats(b, &cs);
+        sys_u64(b, "cluster/nodes", cs.nodes);
+        sys_u64(b, "cluster/routes", cs.routes);
+        sys_u64(b, "cluster/routes/resyncs", cs.resyncs);
+        sys_u64(b, "cluster/bus/sent", cs.sent);
+        sys_u64(b, "cluster/bus/received", cs.received);
     }
 }

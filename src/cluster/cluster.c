@@ -12,10 +12,18 @@
  *    routes by the same slot. Records to one node are batched into one
  *    PUBLISH per loop iteration;
  *  - routes: each node keeps the filters with an online subscriber in
- *    sl:routes:<id> and broadcasts additions and removals; every node holds
- *    the whole table (filter -> nodes) in a trie and sends a message once to
- *    each node with a matching route. A full reload from the store runs at
- *    start, on a bus reconnect and every 5 s, so a lost event heals;
+ *    sl:routes:<id> and broadcasts additions and removals, each with the
+ *    node's next route sequence number; every node holds the whole table
+ *    (filter -> nodes) in a trie and sends a message once to each node with
+ *    a matching route. A gap in a node's sequence, a bus reconnect or a
+ *    node's death reloads that table from the store, and a full reload runs
+ *    every 5 s as well, so nothing lost stays lost;
+ *  - shared subscriptions: a member online here adds the route
+ *    "$share/<g>/<f>"; the publishing node picks one node among those with
+ *    members (itself included, round robin) and sends the message to that
+ *    node only ('G' record), which hands it to one of its members. A
+ *    persistent member at QoS >= 1 is queued by the publishing node itself,
+ *    as for plain subscriptions, so exactly one member gets each message;
  *  - persistent sessions: subscriptions, claims and ends are broadcast, so
  *    every node has the cluster-wide index and queues QoS >= 1 messages for
  *    any persistent session itself, then tells the owner node ('Q');
@@ -26,13 +34,10 @@
  *    their sessions offline and removes its registration.
  *
  * Bus frame: u16 sender id length, sender id, then records
- * (u8 type, u32 length, body). Integers are big-endian.
+ * (u8 type, u32 length, body). Integers are big-endian. With
+ * cluster_batch off, every record goes out in a PUBLISH of its own (for
+ * measuring what batching buys).
  *
- * Not built yet (TODO): shared subscription groups spanning nodes (each
- * node picks one member of its own part of a group); a sweep of queue
- * entries whose 'Q' notification was lost (the client gets them on its
- * next reconnect); per-node sequence numbers on route events (the periodic
- * reload covers gaps).
  */
 #include "../broker/internal.h"
 #include "../store/blob.h"
@@ -68,6 +73,7 @@ enum {
     REC_OFFLINE = 'F',    /* broadcast: session went offline */
     REC_RETAIN = 'T',     /* broadcast: retained message set/cleared */
     REC_RESET = 'Z',      /* broadcast: this node (re)started */
+    REC_GROUP = 'G',      /* to a node: a message for one member of a group */
 };
 
 typedef struct wbuf {
@@ -80,7 +86,18 @@ typedef struct peer {
     wbuf_t batch;              /* records waiting for the flush */
     bool alive;
     bool dead_handled;
+    bool seq_known;            /* rseq holds its last route event */
+    uint32_t rseq;
 } peer_t;
+
+/* A shared group's route: the nodes with an online member of it. */
+typedef struct groute {
+    char *share;               /* "$share/<g>/<f>" */
+    size_t slen;
+    uint32_t n;                /* nodes in on[] */
+    uint32_t rr;               /* round robin over the nodes */
+    bool on[MAX_NODES];
+} groute_t;
 
 typedef struct owner {
     uint16_t node;             /* peer index, or SELF */
@@ -103,6 +120,11 @@ struct cluster {
     size_t n_peers;
     wbuf_t all;                /* broadcast batch */
     trie_t *routes;            /* filter -> (peer index + 1) */
+    trie_t *gtrie;             /* inner filter -> groute_t (key = pointer) */
+    map_t *groutes;            /* "$share/g/f" -> groute_t */
+    groute_t **gm;             /* scratch: the groups a topic matches */
+    uint32_t n_gm, cap_gm;
+    uint32_t rseq;             /* our last route event's number */
     map_t *local;              /* filter -> count of online subscribers here */
     map_t *owners;             /* cid -> owner_t */
     redisAsyncContext *sub;    /* the bus subscriber connection */
@@ -112,6 +134,7 @@ struct cluster {
     unsigned beats;
     bool stopping;
     uint64_t sent, received;
+    uint64_t resyncs;          /* route tables reloaded after a gap */
 };
 
 /* ---- byte buffers ------------------------------------------------------ */
@@ -269,6 +292,20 @@ static void on_published(void *ctx, const redisReply *r, int status)
         (*pc)->b->stats.store_errors++;
 }
 
+/* VERB <prefix><key> [arg]: a write whose reply only counts as an error. */
+static void send_key(cluster_t *c, const char *verb, const char *key,
+                     const void *arg, size_t alen, unsigned flags)
+{
+    rcmd_t cmd;
+    rcmd_init(&cmd, c->url.prefix);
+    rcmd_str(&cmd, verb);
+    cmd.key = cmd.argc;
+    rcmd_key(&cmd, key);
+    if (arg)
+        rcmd_bytes(&cmd, arg, alen);
+    rclient_send(c->cl, &cmd, flags, on_published, &c, sizeof(c), NULL, 0);
+}
+
 static void publish_frame(cluster_t *c, const char *chan, wbuf_t *w)
 {
     if (!w->len)
@@ -324,26 +361,21 @@ static void rec_end(cluster_t *c, wbuf_t *w, size_t at)
     w->p[at + 1] = (uint8_t)(n >> 16);
     w->p[at + 2] = (uint8_t)(n >> 8);
     w->p[at + 3] = (uint8_t)n;
-    event_active(c->flush, EV_WRITE, 0);
-    if (w->len >= BATCH_MAX)
+    if (w->len >= BATCH_MAX || !c->b->conf->cluster_batch)
         flush_all(c);
+    else
+        event_active(c->flush, EV_WRITE, 0);
 }
 
 /* ---- routes ------------------------------------------------------------ */
 
 static void route_event(cluster_t *c, const char *f, size_t flen, bool add)
 {
-    rcmd_t cmd;
     char key[300];
     snprintf(key, sizeof(key), "routes:%s", c->id);
-    rcmd_init(&cmd, c->url.prefix);
-    rcmd_str(&cmd, add ? "SADD" : "SREM");
-    cmd.key = cmd.argc;
-    rcmd_key(&cmd, key);
-    rcmd_bytes(&cmd, f, flen);
-    rclient_send(c->cl, &cmd, RCLIENT_REPLAY, on_published, &c, sizeof(c),
-                 NULL, 0);
+    send_key(c, add ? "SADD" : "SREM", key, f, flen, RCLIENT_REPLAY);
     size_t at = rec_begin(c, &c->all, REC_ROUTE);
+    wb_u32(&c->all, ++c->rseq);
     wb_u8(&c->all, add);
     wb_str(&c->all, f, flen);
     rec_end(c, &c->all, at);
@@ -364,11 +396,60 @@ void cluster_route_ref(broker_t *b, const char *f, size_t flen, int delta)
         route_event(c, f, flen, nn != 0);
 }
 
+static void groute_free(void *v)
+{
+    groute_t *g = v;
+    if (g)
+        free(g->share);
+    free(g);
+}
+
+/* Peer `peer` has (add) or no longer has an online member of the shared
+ * group `share` ("$share/g/f" with inner filter f). */
+static void groute_set(cluster_t *c, int peer, const char *share,
+                       size_t slen, const char *f, size_t flen, bool add)
+{
+    groute_t *g = map_get(c->groutes, share, slen);
+    void *old;
+    if (!g) {
+        if (!add)
+            return;
+        g = calloc(1, sizeof(*g));
+        if (!g || !(g->share = strndup(share, slen)) ||
+            map_put(c->groutes, share, slen, g, NULL) != SL_OK) {
+            groute_free(g);
+            return;
+        }
+        g->slen = slen;
+        if (trie_insert(c->gtrie, f, flen, (uintptr_t)g, g, &old) != SL_OK) {
+            map_del(c->groutes, share, slen);
+            groute_free(g);
+            return;
+        }
+    }
+    if (g->on[peer] != add) {
+        g->on[peer] = add;
+        g->n += add ? 1 : (uint32_t)-1;
+    }
+    if (!g->n) {
+        trie_remove(c->gtrie, f, flen, (uintptr_t)g, &old);
+        map_del(c->groutes, share, slen);
+        groute_free(g);
+    }
+}
+
 static void route_set(cluster_t *c, int peer, const char *f, size_t flen,
                       bool add)
 {
     void *old;
-    if (add)
+    const char *gname, *inner;
+    size_t glen, ilen;
+    int shared = topic_share_parse(f, flen, &gname, &glen, &inner, &ilen);
+    if (shared == 1)
+        groute_set(c, peer, f, flen, inner, ilen, add);
+    else if (shared < 0)
+        return;
+    else if (add)
         trie_insert(c->routes, f, flen, (uintptr_t)peer + 1, (void *)1, &old);
     else
         trie_remove(c->routes, f, flen, (uintptr_t)peer + 1, &old);
@@ -380,20 +461,26 @@ typedef struct drop_ctx {
     size_t n, cap;
 } drop_ctx_t;
 
+/* Room for one more filter in d. */
+static bool drop_reserve(drop_ctx_t *d)
+{
+    if (d->n < d->cap)
+        return true;
+    size_t nc = d->cap ? d->cap * 2 : 16;
+    char **nf = realloc(d->filters, nc * sizeof(char *));
+    if (!nf)
+        return false;
+    d->filters = nf;
+    d->cap = nc;
+    return true;
+}
+
 static void collect_peer(void *ctx, const char *f, size_t flen, uintptr_t key,
                          void *value)
 {
     drop_ctx_t *d = ctx;
-    if (key != d->key)
+    if (key != d->key || !drop_reserve(d))
         return;
-    if (d->n == d->cap) {
-        size_t nc = d->cap ? d->cap * 2 : 16;
-        char **nf = realloc(d->filters, nc * sizeof(char *));
-        if (!nf)
-            return;
-        d->filters = nf;
-        d->cap = nc;
-    }
     d->filters[d->n] = strndup(f, flen);
     if (d->filters[d->n])
         d->n++;
@@ -404,11 +491,22 @@ static void routes_drop_peer(cluster_t *c, int peer)
 {
     drop_ctx_t d = {.key = (uintptr_t)peer + 1};
     trie_foreach(c->routes, collect_peer, &d);
+    size_t cur = 0;
+    void *v;
+    while (map_next(c->groutes, &cur, NULL, NULL, &v)) {
+        groute_t *g = v;
+        if (!g->on[peer] || !drop_reserve(&d))
+            continue;
+        d.filters[d.n] = strndup(g->share, g->slen);
+        if (d.filters[d.n])
+            d.n++;
+    }
     for (size_t i = 0; i < d.n; i++) {
         route_set(c, peer, d.filters[i], strlen(d.filters[i]), false);
         free(d.filters[i]);
     }
     free(d.filters);
+    c->peers[peer].seq_known = false;
 }
 
 typedef struct load_ctx {
@@ -585,10 +683,11 @@ static void on_session_read(void *ctx, const redisReply *r, int status)
     cluster_t *c = e->c;
     broker_t *b = c->b;
     if (status != SL_OK || !r || r->type != REDIS_REPLY_ARRAY ||
-        r->elements != 3)
+        r->elements != 5)
         return;
     const redisReply *ep = r->element[0], *on = r->element[1],
-                     *will = r->element[2];
+                     *will = r->element[2], *wd = r->element[3],
+                     *exp = r->element[4];
     if (ep->type != REDIS_REPLY_STRING || on->type != REDIS_REPLY_STRING ||
         strcmp(on->str, "1") != 0)
         return;
@@ -600,9 +699,16 @@ static void on_session_read(void *ctx, const redisReply *r, int status)
     msg_t *m = NULL;
     if (will->type == REDIS_REPLY_STRING && will->len &&
         blob_msg_read(will->str, will->len, &m) == SL_OK) {
-        /* TODO: honour a v5 will delay here too (published now). */
-        router_publish(b, NULL, m, NULL, NULL);
-        b->stats.wills_published++;
+        /* A stored session: the will waits for its delay (v5; 0 for
+         * older protocols) or the session's expiry, whichever is first. */
+        uint32_t delay = wd->type == REDIS_REPLY_STRING
+                             ? (uint32_t)strtoul(wd->str, NULL, 10)
+                             : 0;
+        uint32_t expiry = exp->type == REDIS_REPLY_STRING
+                              ? (uint32_t)strtoul(exp->str, NULL, 10)
+                              : 0;
+        broker_will_after(b, e->cid, e->clen, m,
+                          expiry < delay ? expiry : delay);
         msg_unref(&m);
     }
     store_session_offline(b->store, e->cid, e->clen, epoch, sl_now_ms(), NULL,
@@ -632,6 +738,8 @@ static void on_node_sessions(void *ctx, const redisReply *r, int status)
         rcmd_str(&cmd, "epoch");
         rcmd_str(&cmd, "on");
         rcmd_str(&cmd, "will");
+        rcmd_str(&cmd, "wd");
+        rcmd_str(&cmd, "exp");
         endctx_t ec = {c, strtoull(ev->str, NULL, 10), e->len};
         rclient_send(c->cl, &cmd, 0, on_session_read, &ec, sizeof(ec), e->str,
                      e->len);
@@ -649,13 +757,8 @@ static void end_sessions_of(cluster_t *c, const char *node, bool forget)
     rcmd_key(&cmd, key);
     setctx_t sc = {c};
     rclient_send(c->cl, &cmd, 0, on_node_sessions, &sc, sizeof(sc), NULL, 0);
-    if (forget) {
-        rcmd_init(&cmd, c->url.prefix);
-        rcmd_str(&cmd, "DEL");
-        cmd.key = cmd.argc;
-        rcmd_key(&cmd, key);
-        rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
-    }
+    if (forget)
+        send_key(c, "DEL", key, NULL, 0, 0);
 }
 
 static void cleanup_dead(cluster_t *c, int peer, bool stored)
@@ -667,7 +770,6 @@ static void cleanup_dead(cluster_t *c, int peer, bool stored)
     const char *cid;
     size_t clen;
     void *v;
-    uint64_t now = sl_now_ms();
     size_t wills = 0;
     while (map_next(c->owners, &cur, &cid, &clen, &v)) {
         owner_t *o = v;
@@ -680,26 +782,16 @@ static void cleanup_dead(cluster_t *c, int peer, bool stored)
             wills++;
         }
     }
-    (void)now;
     if (!stored) {
         log_info("cluster: node '%s' restarted (%zu clean-session wills "
                  "published)", c->peers[peer].id, wills);
         return; /* it is alive again: its registration stays */
     }
     char key[300];
-    rcmd_t cmd;
     snprintf(key, sizeof(key), "routes:%s", c->peers[peer].id);
-    rcmd_init(&cmd, c->url.prefix);
-    rcmd_str(&cmd, "DEL");
-    cmd.key = cmd.argc;
-    rcmd_key(&cmd, key);
-    rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
-    rcmd_init(&cmd, c->url.prefix);
-    rcmd_str(&cmd, "HDEL");
-    cmd.key = cmd.argc;
-    rcmd_key(&cmd, "nodes");
-    rcmd_str(&cmd, c->peers[peer].id);
-    rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
+    send_key(c, "DEL", key, NULL, 0, 0);
+    send_key(c, "HDEL", "nodes", c->peers[peer].id, strlen(c->peers[peer].id),
+             0);
     log_warning("cluster: cleaned up dead node '%s' (%zu clean-session "
                 "wills published; stored sessions follow)",
                 c->peers[peer].id, wills);
@@ -814,6 +906,9 @@ static void rx_claim(cluster_t *c, int from, rbuf_t *r)
         msg_unref(&will);
         return;
     }
+    /* The client is back (elsewhere): a will it left here waits no more
+     * (MQTT 5 §3.1.3.2.2: not sent if it reconnects within the delay). */
+    broker_cancel_delayed_will(c->b, cid, clen);
     /* Takeover: a newer claim elsewhere closes our connection. */
     sess_t *s = map_get(c->b->clients, cid, clen);
     if (s && sess_claim_epoch(s) < epoch) {
@@ -931,6 +1026,31 @@ static void rx_reset(cluster_t *c, int from, rbuf_t *r)
     dead_cleanup(c, from, lock, false);
 }
 
+/* A route event. Events of one node arrive in order on the bus; a gap in
+ * its sequence means some were lost (a bus hiccup): reload its table. */
+static void rx_route(cluster_t *c, int from, rbuf_t *r)
+{
+    uint32_t seq = rb_u32(r);
+    bool add = rb_u8(r);
+    size_t flen;
+    const char *f = rb_str(r, &flen);
+    if (r->bad || !f)
+        return;
+    peer_t *p = &c->peers[from];
+    bool gap = p->seq_known && seq != p->rseq + 1;
+    p->rseq = seq;
+    p->seq_known = true;
+    if (gap) {
+        log_info("cluster: route events of node '%s' were lost, reloading "
+                 "its routes",
+                 p->id);
+        c->resyncs++;
+        load_routes_of(c, from);
+        return;
+    }
+    route_set(c, from, f, flen, add);
+}
+
 static void rx_record(cluster_t *c, int from, uint8_t type, rbuf_t *r)
 {
     switch (type) {
@@ -948,12 +1068,16 @@ static void rx_record(cluster_t *c, int from, uint8_t type, rbuf_t *r)
     case REC_QUEUED:
         rx_queued(c, r);
         break;
-    case REC_ROUTE: {
-        bool add = rb_u8(r);
-        size_t flen;
-        const char *f = rb_str(r, &flen);
-        if (!r->bad && f)
-            route_set(c, from, f, flen, add);
+    case REC_ROUTE:
+        rx_route(c, from, r);
+        break;
+    case REC_GROUP: {
+        size_t slen;
+        const char *share = rb_str(r, &slen);
+        msg_t *m = rb_msg(r);
+        if (!r->bad && share && m)
+            router_group_remote(c->b, share, slen, m);
+        msg_unref(&m);
         break;
     }
     case REC_PSUB:
@@ -1126,6 +1250,94 @@ static void bus_connect(cluster_t *c)
     rclient_send(c->cl, &cmd, 0, on_slots, &c, sizeof(c), NULL, 0);
 }
 
+/* ---- shared groups across nodes ---------------------------------------- */
+
+static void on_group_match(void *ctx, const char *f, size_t flen,
+                           uintptr_t key, void *value)
+{
+    cluster_t *c = ctx;
+    if (c->n_gm == c->cap_gm) {
+        uint32_t nc = c->cap_gm ? c->cap_gm * 2 : 8;
+        groute_t **ng = realloc(c->gm, nc * sizeof(*ng));
+        if (!ng)
+            return;
+        c->gm = ng;
+        c->cap_gm = nc;
+    }
+    c->gm[c->n_gm++] = value;
+}
+
+/* Round robin over the nodes with members: this one (when `self`) and the
+ * live peers with the group's route. */
+static int groute_pick(cluster_t *c, groute_t *g, bool self)
+{
+    uint32_t n = self ? 1 : 0;
+    for (size_t i = 0; i < c->n_peers; i++)
+        n += g->on[i] && c->peers[i].alive;
+    if (!n)
+        return CLUSTER_NONE;
+    uint32_t k = g->rr++ % n;
+    if (self && k-- == 0)
+        return CLUSTER_SELF;
+    for (size_t i = 0; i < c->n_peers; i++)
+        if (g->on[i] && c->peers[i].alive && k-- == 0)
+            return (int)i;
+    return CLUSTER_NONE;
+}
+
+int cluster_group_pick(broker_t *b, const char *share, size_t slen,
+                       bool self)
+{
+    cluster_t *c = b->cluster;
+    groute_t *g = c ? map_get(c->groutes, share, slen) : NULL;
+    if (!g)
+        return self ? CLUSTER_SELF : CLUSTER_NONE;
+    return groute_pick(c, g, self);
+}
+
+static void send_group(cluster_t *c, int node, const char *share,
+                       size_t slen, const msg_t *m)
+{
+    wbuf_t *w = &c->peers[node].batch;
+    size_t at = rec_begin(c, w, REC_GROUP);
+    wb_str(w, share, slen);
+    wb_msg(w, m);
+    rec_end(c, w, at);
+}
+
+void cluster_send_group(broker_t *b, int node, const char *share,
+                        size_t slen, const msg_t *m)
+{
+    cluster_t *c = b->cluster;
+    if (c && node >= 0 && (size_t)node < c->n_peers)
+        send_group(c, node, share, slen, m);
+}
+
+/* Groups with members on other nodes only (a group with a member or a
+ * persistent session known here went through cluster_group_pick()). */
+static void forward_groups(cluster_t *c, const msg_t *m)
+{
+    c->n_gm = 0;
+    trie_match(c->gtrie, m->topic, m->topic_len, on_group_match, c);
+    for (uint32_t i = 0; i < c->n_gm; i++) {
+        groute_t *g = c->gm[i];
+        if (map_get(c->b->groups, g->share, g->slen))
+            continue;
+        int node = groute_pick(c, g, false);
+        if (node >= 0)
+            send_group(c, node, g->share, g->slen, m);
+    }
+}
+
+int cluster_owner(broker_t *b, const subr_t *r)
+{
+    cluster_t *c = b->cluster;
+    owner_t *o = c ? map_get(c->owners, r->cid, r->clen) : NULL;
+    if (!o)
+        return CLUSTER_NONE;
+    return o->node == SELF ? CLUSTER_SELF : (int)o->node;
+}
+
 /* ---- what the broker calls --------------------------------------------- */
 
 typedef struct fwd_ctx {
@@ -1159,6 +1371,8 @@ void cluster_forward(broker_t *b, const msg_t *m)
     }
     if (!c->n_peers)
         return;
+    if (map_count(c->groutes))
+        forward_groups(c, m);
     fwd_ctx_t x = {.c = c};
     trie_match(c->routes, m->topic, m->topic_len, on_route_match, &x);
     if (!x.any)
@@ -1285,20 +1499,19 @@ const char *cluster_node_id(const broker_t *b)
     return b->cluster ? b->cluster->id : NULL;
 }
 
-void cluster_stats(broker_t *b, uint32_t *nodes, uint32_t *routes,
-                   uint64_t *sent, uint64_t *received)
+void cluster_stats(broker_t *b, cluster_stats_t *st)
 {
     cluster_t *c = b->cluster;
-    *nodes = *routes = 0;
-    *sent = *received = 0;
+    memset(st, 0, sizeof(*st));
     if (!c)
         return;
-    *nodes = 1;
+    st->nodes = 1;
     for (size_t i = 0; i < c->n_peers; i++)
-        *nodes += c->peers[i].alive;
-    *routes = (uint32_t)trie_count(c->routes);
-    *sent = c->sent;
-    *received = c->received;
+        st->nodes += c->peers[i].alive;
+    st->routes = trie_count(c->routes) + map_count(c->groutes);
+    st->sent = c->sent;
+    st->received = c->received;
+    st->resyncs = c->resyncs;
 }
 
 static void gen_id(char *out, size_t len)
@@ -1333,12 +1546,14 @@ int cluster_start(broker_t *b)
     snprintf(c->chan_all, sizeof(c->chan_all), "%sbus:{bus}:all",
              c->url.prefix);
     c->routes = trie_new();
+    c->gtrie = trie_new();
+    c->groutes = map_new();
     c->local = map_new();
     c->owners = map_new();
     c->beat = event_new(b->base, -1, EV_PERSIST, on_beat, c);
     c->flush = event_new(b->base, -1, 0, on_flush, c);
     c->resub = evtimer_new(b->base, on_resub, c);
-    if (!c->id || !c->routes || !c->local || !c->owners || !c->beat ||
+    if (!c->id || !c->routes || !c->gtrie || !c->groutes || !c->local || !c->owners || !c->beat ||
         !c->flush || !c->resub ||
         rclient_new(&c->cl, b->base, &c->url, NULL, 0, err, sizeof(err)) !=
             SL_OK) {
@@ -1352,13 +1567,8 @@ int cluster_start(broker_t *b)
      * stored sessions still online end now, and the others hear that we
      * started (they drop its routes and publish its clean sessions' wills). */
     char key[300];
-    rcmd_t cmd;
     snprintf(key, sizeof(key), "routes:%s", c->id);
-    rcmd_init(&cmd, c->url.prefix);
-    rcmd_str(&cmd, "DEL");
-    cmd.key = cmd.argc;
-    rcmd_key(&cmd, key);
-    rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
+    send_key(c, "DEL", key, NULL, 0, 0);
     end_sessions_of(c, c->id, false);
     size_t at = rec_begin(c, &c->all, REC_RESET);
     wb_u64(&c->all, sl_now_ms());
@@ -1381,25 +1591,11 @@ void cluster_stop(broker_t *b)
     c->stopping = true;
     event_del(c->beat);
     char key[300];
-    rcmd_t cmd;
     snprintf(key, sizeof(key), "routes:%s", c->id);
-    rcmd_init(&cmd, c->url.prefix);
-    rcmd_str(&cmd, "DEL");
-    cmd.key = cmd.argc;
-    rcmd_key(&cmd, key);
-    rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
+    send_key(c, "DEL", key, NULL, 0, 0);
     snprintf(key, sizeof(key), "node:%s:alive", c->id);
-    rcmd_init(&cmd, c->url.prefix);
-    rcmd_str(&cmd, "DEL");
-    cmd.key = cmd.argc;
-    rcmd_key(&cmd, key);
-    rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
-    rcmd_init(&cmd, c->url.prefix);
-    rcmd_str(&cmd, "HDEL");
-    cmd.key = cmd.argc;
-    rcmd_key(&cmd, "nodes");
-    rcmd_str(&cmd, c->id);
-    rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
+    send_key(c, "DEL", key, NULL, 0, 0);
+    send_key(c, "HDEL", "nodes", c->id, strlen(c->id), 0);
     flush_all(c);
 }
 
@@ -1435,6 +1631,9 @@ void cluster_free(broker_t *b)
     }
     free(c->all.p);
     trie_free(c->routes, NULL);
+    trie_free(c->gtrie, NULL);
+    map_free(c->groutes, groute_free);
+    free(c->gm);
     map_free(c->local, NULL);
     map_free(c->owners, owner_free);
     free(c->id);

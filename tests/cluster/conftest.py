@@ -734,8 +734,13 @@ class Client:
             return self._acks.pop((kind, mid))
 
     # test thread
-    def will_set(self, topic, payload, qos=0, retain=False):
-        self.paho.will_set(topic, payload, qos, retain)
+    def will_set(self, topic, payload, qos=0, retain=False, delay=None):
+        """`delay`: v5 Will Delay Interval in seconds."""
+        props = None
+        if delay is not None:
+            props = Properties(PacketTypes.WILLMESSAGE)
+            props.WillDelayInterval = delay
+        self.paho.will_set(topic, payload, qos, retain, properties=props)
 
     def connect(self, port=None, expiry=None, clean_start=True, keepalive=60,
                 timeout=10.0, expect_rc=0):

@@ -1,16 +1,22 @@
 """Messages cross nodes: a publisher on one node, subscribers on the others,
 at every QoS, through exact and wildcard routes; retained messages set on
 one node are seen by a new subscriber on another; a route goes when its
-last subscriber does, and the node stops getting that traffic."""
+last subscriber does, and the node stops getting that traffic; a gap in a
+node's route events makes the others reload its routes."""
+import struct
+
 import pytest
 
-from conftest import unique, wait_route
+from conftest import redis_any, store_ports, unique, wait_route, wait_until
 
 
-def test_cross_node_delivery(cluster3, client_factory, topic):
+@pytest.mark.parametrize("batch", ["true", "false"])
+def test_cross_node_delivery(cluster_factory, store, client_factory, topic,
+                             batch):
     """Publisher on A, a subscriber per QoS on B and on C: every message
-    arrives once, in order, at the QoS subscribed."""
-    a, b, c = cluster3
+    arrives once, in order, at the QoS subscribed (with the bus batching
+    messages per node, and with one PUBLISH per message)."""
+    a, b, c = cluster_factory(store, cluster_batch=batch)
     pub = client_factory(a)
     for qos in (0, 1, 2):
         t = f"{topic}/{qos}"
@@ -144,3 +150,30 @@ def test_retained_from_a_node_that_knows_no_peer_yet(cluster_factory, store,
         assert sub.subscribe(topic, 1) == [1]
         m = sub.expect_message(3)
         assert (m.payload, m.retain) == (b"early", True)
+
+
+def test_route_event_gap_reloads_routes(cluster3, store, client_factory,
+                                        topic):
+    """A route event from B whose sequence number skips some (as if the bus
+    lost them) makes A reload B's routes from the store: a route in that
+    event but not in the store is not kept, and A counts the resync."""
+    a, b, c = cluster3
+    sub = client_factory(b)
+    assert sub.subscribe(f"{topic}/real", 0) == [0]
+    wait_route(client_factory(a), sub, f"{topic}/real")
+    watch = cluster3.sys(a)
+    before = watch.latest("cluster/routes")
+    ports, prefix = store_ports(store)
+    bogus = f"{topic}/bogus".encode()
+    bid = b.node_id.encode()
+    body = struct.pack(">IBH", 0x7FFFFFF0, 1, len(bogus)) + bogus
+    frame = (struct.pack(">H", len(bid)) + bid +
+             struct.pack(">BI", ord("R"), len(body)) + body)
+    redis_any(ports, "PUBLISH", f"{prefix}bus:{{bus}}:all", frame)
+    watch.wait_value("cluster/routes/resyncs", lambda v: v >= 1)
+    routes = {r.decode() for r in
+              redis_any(ports, "SMEMBERS", f"{prefix}routes:{b.node_id}")}
+    assert f"{topic}/real" in routes and bogus.decode() not in routes
+    # after the reload A holds what it held before, not the bogus route
+    watch.wait_value("cluster/routes", lambda v: v == before,
+                     timeout=5)

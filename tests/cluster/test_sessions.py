@@ -167,6 +167,44 @@ def test_will_of_killed_node_published_by_survivor(cluster3, client_factory,
     watcher.expect_no_message(1.0)  # one survivor publishes it, once
 
 
+def session_offline(ports, prefix, cid):
+    return redis_any(ports, "HGET", f"{prefix}{{c:{cid}}}:s", "on") == b"0"
+
+
+@pytest.mark.parametrize("back", [False, True])
+def test_will_delay_of_killed_node_honoured_by_survivor(
+        cluster3, store, client_factory, topic, back):
+    """A v5 session with Will Delay Interval 3 s is on C; C is killed. The
+    survivor that ends the session (marks it offline) publishes the will
+    only after the delay; if the client connects again (to B) within the
+    delay, never."""
+    a, b, c = cluster3
+    ports, prefix = store_ports(store)
+    will_topic = f"{topic}/will"
+    watcher = client_factory(a)
+    assert watcher.subscribe(will_topic, 1) == [1]
+    for n in (a, b):
+        wait_route(client_factory(n), watcher, will_topic)
+    cid = cid_for("wd")
+    client_factory(c, cid, protocol="5", expiry=300,
+                   will=(will_topic, b"late", 1, False, 3))
+    wait_until(lambda: redis_any(ports, "HGET", f"{prefix}{{c:{cid}}}:s",
+                                 "on") == b"1", 5, "session stored online")
+    c.kill()
+    wait_until(lambda: session_offline(ports, prefix, cid), 15,
+               "a survivor ends the dead node's session")
+    ended = time.monotonic()
+    if back:
+        client_factory(b, cid, protocol="5", expiry=300, clean_start=False)
+        watcher.expect_no_message(4.5)  # past the delay: no will
+        return
+    m = watcher.expect_message(10)
+    assert (m.topic, m.payload) == (will_topic, b"late")
+    waited = time.monotonic() - ended
+    assert waited >= 2.0, f"will {waited:.1f} s after the session ended"
+    watcher.expect_no_message(1.0)
+
+
 # ---------------------------------------------------------------- shared
 
 def wait_group_route(pub, members, topic, timeout=15.0):
@@ -216,24 +254,92 @@ def test_shared_group_on_one_node(cluster3, client_factory, topic):
                                            for i in range(n))
 
 
-@pytest.mark.xfail(strict=True, reason="shared subscription groups spanning "
-                   "nodes are not built yet (cluster.c TODO): each node "
-                   "with members delivers one copy")
-def test_shared_group_spanning_nodes(cluster3, client_factory, topic):
+def wait_group_routes(pub, members, topic, timeout=10):
+    """Probe the group until every member got a probe: the publisher's node
+    then knows each member's node."""
+    seen = set()
+    end = time.monotonic() + timeout
+    i = 0
+    while time.monotonic() < end and len(seen) < len(members):
+        tag = f"probe-{i}".encode()
+        i += 1
+        pub.publish(topic, tag, qos=1)
+        for k, m in enumerate(members):
+            for x in m.drain():
+                if x.payload.startswith(b"probe-"):
+                    seen.add(k)
+        time.sleep(0.05)
+    assert len(seen) == len(members), f"no route to members {set(range(len(members))) - seen}"
+    # every probe sent so far has reached exactly one member by now or
+    # never will: drain what is still on its way once the last one lands
+    last = f"probe-{i}".encode()
+    pub.publish(topic, last, qos=1)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if any(x.payload == last for m in members for x in m.drain()):
+            break
+        time.sleep(0.02)
+    for m in members:
+        m.drain()
+
+
+def collect(members, n, timeout=10):
+    """Per member, what it receives until n messages arrived in all (probes
+    left out), then for another half second: a duplicate would show up."""
+    got = [[] for _ in members]
+    deadline = time.monotonic() + timeout
+    settle = None
+    while time.monotonic() < deadline:
+        for k, m in enumerate(members):
+            got[k] += [x for x in m.drain()
+                       if not x.payload.startswith(b"probe")]
+        if settle is None and sum(map(len, got)) >= n:
+            settle = time.monotonic() + 0.5
+        if settle is not None and time.monotonic() >= settle:
+            break
+        time.sleep(0.02)
+    return got
+
+
+@pytest.mark.parametrize("where", ["other-nodes", "with-publisher-node"])
+def test_shared_group_spanning_nodes(cluster3, client_factory, topic, where):
+    """Members on several nodes: each message reaches exactly one member of
+    the group across the cluster, and every node with members gets some."""
     a, b, c = cluster3
-    members = [client_factory(n) for n in (b, c)]
+    nodes = (b, c) if where == "other-nodes" else (a, b, c)
+    members = [client_factory(n) for n in nodes]
     for m in members:
         assert m.subscribe(f"$share/g/{topic}", 1) == [1]
     pub = client_factory(a)
-    for m in members:
-        wait_route(pub, m, topic)
-    n = 20
+    wait_group_routes(pub, members, topic)
+    n = 30
     for i in range(n):
         pub.publish(topic, f"s{i}".encode(), qos=1)
-    time.sleep(1.0)  # let every copy arrive
-    got = [x for m in members for x in m.drain()]
-    assert sorted(payloads(got)) == sorted(f"s{i}".encode()
-                                           for i in range(n))
+    got = collect(members, n)
+    everything = sorted(p for per in got for p in payloads(per))
+    assert everything == sorted(f"s{i}".encode() for i in range(n))
+    assert all(got), f"a member got nothing: {[len(g) for g in got]}"
+
+
+def test_shared_group_persistent_member_on_other_node(
+        cluster3, client_factory, topic):
+    """A persistent member online on B and a clean one on C, publisher on
+    A at QoS 1: exactly one copy of each message, none lost."""
+    a, b, c = cluster3
+    pm = persistent(client_factory, b, cid_for("gp"), "311")
+    cm = client_factory(c)
+    members = [pm, cm]
+    for m in members:
+        assert m.subscribe(f"$share/gp/{topic}", 1) == [1]
+    pub = client_factory(a)
+    wait_group_routes(pub, members, topic)
+    n = 30
+    for i in range(n):
+        pub.publish(topic, f"s{i}".encode(), qos=1)
+    got = collect(members, n)
+    everything = sorted(p for per in got for p in payloads(per))
+    assert everything == sorted(f"s{i}".encode() for i in range(n))
+    assert all(got), f"a member got nothing: {[len(g) for g in got]}"
 
 
 def test_online_persistent_subscriber_fed_from_a_restarted_node(
