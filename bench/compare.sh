@@ -18,7 +18,8 @@
 #   PERSIST_SUBS=N, PERSIST_MSGS=N  persist: subscribers (1000; QUICK: 500)
 #                    and messages per publisher (5; QUICK: 2), 100 publishers
 #   SCENARIOS="..."  subset, from: pairs-q0 fanin-q0 fanout-q0 pairs-q1
-#                    pairs-q1-lat wildcard-q1 connstorm idle persist crossnode
+#                    pairs-q1-lat wildcard-q1 connstorm idle persist
+#                    persist-redis crossnode crossnode-nobatch
 #   BENCH_THREADS=N  starling-bench threads (1 on a machine of 2 cores or
 #                    less, so the broker keeps a core of its own; else 2)
 #   TIME_BUDGET=S    scenarios not started after S seconds are skipped
@@ -39,7 +40,7 @@ else
     PERSIST_SUBS=${PERSIST_SUBS:-1000}; PERSIST_MSGS=${PERSIST_MSGS:-5}
     TIME_BUDGET=${TIME_BUDGET:-840}
 fi
-SCENARIOS=${SCENARIOS:-"pairs-q0 fanin-q0 fanout-q0 pairs-q1 pairs-q1-lat wildcard-q1 connstorm idle persist crossnode"}
+SCENARIOS=${SCENARIOS:-"pairs-q0 fanin-q0 fanout-q0 pairs-q1 pairs-q1-lat wildcard-q1 connstorm idle persist persist-redis crossnode crossnode-nobatch"}
 if [ "$(nproc)" -le 2 ]; then BENCH_THREADS=${BENCH_THREADS:-1}; else BENCH_THREADS=${BENCH_THREADS:-2}; fi
 BUILD_DIR=${BUILD_DIR:-$ROOT/build-release}
 STARLING=${STARLING:-$BUILD_DIR/starling}
@@ -163,8 +164,8 @@ scenario_args() {
     wildcard-q1) echo "--scenario wildcard --pubs 8 --subs 64 --qos 1 --rate 100 --duration $d" ;;
     connstorm) echo "--scenario connstorm --clients $STORM_CONNS --concurrency 100" ;;
     idle) echo "--scenario idle --clients $IDLE_CONNS --duration 2" ;;
-    persist) echo "--scenario persist --subs $PERSIST_SUBS --pubs 100 --msgs $PERSIST_MSGS --qos 1" ;;
-    crossnode) echo "--scenario crossnode --pairs 10 --qos 0 --duration $d --settle 1" ;;
+    persist | persist-redis) echo "--scenario persist --subs $PERSIST_SUBS --pubs 100 --msgs $PERSIST_MSGS --qos 1" ;;
+    crossnode | crossnode-nobatch) echo "--scenario crossnode --pairs 10 --qos 0 --duration $d --settle 1" ;;
     *) return 1 ;;
     esac
 }
@@ -217,12 +218,32 @@ start_failed() {
     stop_all
 }
 
+# redis_start -> prints the port of a fresh redis-server (pid in PIDS)
+redis_start() {
+    local rport
+    rport=$(free_port)
+    redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
+        >>"$RESDIR/redis.log" 2>&1 &
+    PIDS+=("$!")
+    wait_port "$rport" || true
+    echo "$rport"
+}
+
 run_single() {
-    local broker=$1 sid=$2 rnd=$3 port pid args
+    local broker=$1 sid=$2 rnd=$3 port pid args rport
     args=$(scenario_args "$sid")
     port=$(free_port)
-    if [ "$broker" = starling ]; then pid=$(starling_start "$port"); else pid=$(mosquitto_start "$port"); fi
-    PIDS=("$pid")
+    PIDS=()
+    if [ "$broker" = starling ] && [ "$sid" = persist-redis ]; then
+        redis_start >"$RESDIR/rport"
+        rport=$(cat "$RESDIR/rport")
+        pid=$(starling_start "$port" --store "redis://127.0.0.1:$rport")
+    elif [ "$broker" = starling ]; then
+        pid=$(starling_start "$port")
+    else
+        pid=$(mosquitto_start "$port")
+    fi
+    PIDS+=("$pid")
     if ! wait_port "$port"; then
         start_failed "$broker" "$sid" "$rnd" "broker did not start"
         return
@@ -234,18 +255,16 @@ run_single() {
 
 # Two nodes: publishers on A, subscribers on B.
 run_crossnode() {
-    local broker=$1 sid=$2 rnd=$3 pa pb a b r rport args
+    local broker=$1 sid=$2 rnd=$3 pa pb a b rport args batch=true
     args=$(scenario_args "$sid")
     pa=$(free_port); pb=$(free_port)
+    [ "$sid" = crossnode-nobatch ] && batch=false
     if [ "$broker" = starling ]; then
-        rport=$(free_port)
-        redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
-            >>"$RESDIR/redis.log" 2>&1 &
-        r=$!
-        PIDS=("$r")
-        wait_port "$rport" || true
-        a=$(starling_start "$pa" --store "redis://127.0.0.1:$rport" --node_id node-a)
-        b=$(starling_start "$pb" --store "redis://127.0.0.1:$rport" --node_id node-b)
+        PIDS=()
+        redis_start >"$RESDIR/rport"
+        rport=$(cat "$RESDIR/rport")
+        a=$(starling_start "$pa" --store "redis://127.0.0.1:$rport" --node_id node-a --cluster_batch $batch)
+        b=$(starling_start "$pb" --store "redis://127.0.0.1:$rport" --node_id node-b --cluster_batch $batch)
         PIDS+=("$a" "$b")
     else
         a=$(mosquitto_start "$pa")
@@ -266,7 +285,10 @@ run_crossnode() {
 
 run_one() {
     log "$2 round $3: $1"
-    if [ "$2" = crossnode ]; then run_crossnode "$@"; else run_single "$@"; fi
+    case $2 in
+    crossnode*) run_crossnode "$@" ;;
+    *) run_single "$@" ;;
+    esac
 }
 
 # Does the Starling binary start and accept an MQTT connection?
@@ -329,7 +351,7 @@ write_report() {
     cmds_json=$(for sid in $SCENARIOS; do
         a=$(scenario_args "$sid") || continue
         extra="--host 127.0.0.1 --port PORT"
-        [ "$sid" = crossnode ] && extra="$extra --sub-host 127.0.0.1 --sub-port PORT_B"
+        case $sid in crossnode*) extra="$extra --sub-host 127.0.0.1 --sub-port PORT_B" ;; esac
         printf '%s\t%s\n' "$sid" "starling-bench $a $extra --threads $BENCH_THREADS --broker-pid PID --json"
     done | python3 -c 'import json,sys; print(json.dumps(dict(l.rstrip("\n").split("\t",1) for l in sys.stdin if l.strip())))')
     notes_json=$(printf '%s\n' "${NOTES[@]:-}" | python3 -c 'import json,sys; print(json.dumps([l.rstrip("\n") for l in sys.stdin if l.strip()]))')
@@ -392,8 +414,8 @@ NOTES+=("Both brokers and the bench share this machine's $(nproc) cores (the ben
 NOTES+=("Unpaced runs measure what the subscribers received per second. Their publishers stay at most 5,000 deliveries ahead of the subscribers (starling-bench --backlog), so the broker always has work queued and the latency of those runs is mostly that queue; broker latency is compared at a fixed offered rate (pairs-q1-lat).")
 NOTES+=("Compare broker CPU with run time: a broker that used much less CPU than the run lasted was waiting for the bench (which has one core here), so its throughput figure is a lower bound.")
 NOTES+=("connstorm and idle spend most of their time in the kernel's TCP connection set-up and tear-down, which on loopback is charged to the bench as much as to the broker: with both on 2 cores the ratio understates the difference between brokers.")
-NOTES+=("Mosquitto runs with persistence off; Starling with its memory store (single node) or Redis (crossnode). persist measures deliveries queued for offline persistent sessions per second of publishing (until every PUBACK arrived); the rate at which the reconnected sessions drain is the delivered msgs/s row. To measure Starling through Redis instead of its memory store, run with STARLING_EXTRA='--store redis://127.0.0.1:6379'.")
-NOTES+=("Mosquitto crossnode is two Mosquitto brokers joined by a bridge (topic sb/# in 0), the nearest it has to a cluster.")
+NOTES+=("Mosquitto runs with persistence off; Starling with its memory store (single node), or a local redis-server started for the run (persist-redis, crossnode*). persist measures deliveries queued for offline persistent sessions per second of publishing (until every PUBACK arrived); the rate at which the reconnected sessions drain is the delivered msgs/s row. persist-redis is the same load with every queued delivery written to Redis before the publisher's PUBACK (Mosquitto keeps it in memory either way).")
+NOTES+=("Mosquitto crossnode is two Mosquitto brokers joined by a bridge (topic sb/# in 0), the nearest it has to a cluster. crossnode-nobatch is Starling's crossnode with cluster_batch off (one store PUBLISH per message instead of one per node and event-loop pass); its Mosquitto column is the same bridge.")
 NOTES+=("Raw results of this run: bench/$(basename "$RESDIR")/results.jsonl, one JSON line per run (kept on the machine that ran it, not committed).")
 
 write_report "$MACHINE"
