@@ -178,14 +178,35 @@ void rcmd_init(rcmd_t *c, const char *prefix)
 {
     c->prefix = prefix;
     c->argc = 0;
+    c->cap = RCMD_MAX_ARGS;
     c->key = -1;
     c->script = -1;
     c->overflow = false;
+    c->args = c->small;
+}
+
+void rcmd_init_n(rcmd_t *c, const char *prefix, int n)
+{
+    rcmd_init(c, prefix);
+    if (n <= RCMD_MAX_ARGS)
+        return;
+    c->args = malloc((size_t)n * sizeof(*c->args));
+    if (!c->args)
+        abort(); /* a lost command would wedge its callers forever */
+    c->cap = n;
+}
+
+void rcmd_fini(rcmd_t *c)
+{
+    if (c->args != c->small)
+        free(c->args);
+    c->args = c->small;
+    c->cap = RCMD_MAX_ARGS;
 }
 
 static rarg_t *arg_add(rcmd_t *c, uint8_t kind)
 {
-    if (c->argc == RCMD_MAX_ARGS) {
+    if (c->argc == c->cap) {
         c->overflow = true;
         return NULL;
     }
@@ -458,7 +479,7 @@ void rclient_send(rclient_t *cl, const rcmd_t *cmd, unsigned flags,
                   const void *tail, size_t taillen)
 {
     if (cmd->overflow)
-        abort(); /* a programming error: more than RCMD_MAX_ARGS */
+        abort(); /* a programming error: more arguments than room */
     rreq_t *q = req_new(cl, cmd, fn, ctx, ctxlen, tail, taillen);
     q->flags = flags;
     q->deadline = now_ms() + (uint64_t)cl->url->timeout_ms;

@@ -62,17 +62,26 @@ typedef struct rarg {
     char num[24];
 } rarg_t;
 
-/* A command being built on the stack; rclient_send() copies it. */
+/*
+ * A command being built on the stack; rclient_send() copies it. Up to
+ * RCMD_MAX_ARGS arguments live in the struct; rcmd_init_n() makes room for
+ * more on the heap, released by rcmd_fini().
+ */
 typedef struct rcmd {
     const char *prefix; /* key prefix */
     int argc;
+    int cap;
     int key;    /* the arg whose slot routes it, -1 none */
     int script; /* SCRIPT_* of an EVALSHA, -1 none */
     bool overflow;
-    rarg_t args[RCMD_MAX_ARGS];
+    rarg_t *args; /* small, or a heap array of cap */
+    rarg_t small[RCMD_MAX_ARGS];
 } rcmd_t;
 
 void rcmd_init(rcmd_t *c, const char *prefix);
+/* Room for `n` arguments; needs rcmd_fini() once sent. */
+void rcmd_init_n(rcmd_t *c, const char *prefix, int n);
+void rcmd_fini(rcmd_t *c);
 void rcmd_str(rcmd_t *c, const char *s);
 void rcmd_bytes(rcmd_t *c, const void *p, size_t len);
 void rcmd_u64(rcmd_t *c, uint64_t v);

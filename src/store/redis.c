@@ -26,6 +26,13 @@
  * moment, and a reclaimed session is never deleted: the sweep remembers the
  * epoch it saw, and store_session_del(epoch 0) of a swept session deletes
  * only that epoch, offline.
+ *
+ * Queue appends are gathered while the loop iteration runs and leave as
+ * one script call (a message fanned out to many persistent sessions is one
+ * request carrying the message once, instead of one per session). Any
+ * other command sends the gathered appends first, so the server sees every
+ * operation in issue order. On a cluster the sessions of one call would
+ * need to share a slot, so there each append is its own call.
  */
 #include "backend.h"
 #include "blob.h"
@@ -37,6 +44,7 @@
 #include "starling/log.h"
 #include "starling/map.h"
 
+#include <event2/event.h>
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +53,35 @@
 #define SWEEP_MAX 512
 #define SCAN_COUNT "256"
 #define NEVER UINT32_MAX
+#define BATCH_MAX 256             /* appends per script call */
+#define BATCH_BYTES (256 * 1024) /* message bytes per script call */
+#define BATCH_SAME_MSG 8         /* entries searched for the same message */
+
+/* One append waiting in the batch; its client id is in batch.cids. */
+typedef struct bitem {
+    size_t cid_off, clen;
+    uint32_t entry; /* index in batch.ents */
+    store_id_fn cb;
+    void *arg;
+} bitem_t;
+
+typedef struct bentry {
+    msg_t *msg; /* a reference */
+    uint8_t qos;
+} bentry_t;
+
+/* The appends of this loop iteration, not sent yet (see the header). */
+typedef struct batch {
+    bitem_t *items;
+    size_t n, cap;
+    bentry_t *ents;
+    size_t n_ents, cap_ents;
+    char *cids;
+    size_t cids_len, cids_cap;
+    size_t bytes;
+    store_limits_t lim;
+    struct event *ev; /* sends the batch at the end of the iteration */
+} batch_t;
 
 typedef struct rstore {
     store_t base;
@@ -53,6 +90,7 @@ typedef struct rstore {
     bool cluster;
     bool closing; /* store_free() runs: quiet failures */
     map_t *swept; /* cid -> epoch (uint64_t *) of the last sweep */
+    batch_t batch;
 } rstore_t;
 
 /* Context of a one-reply operation; the client id follows in cid[]. */
@@ -71,12 +109,24 @@ static void cmd_init(rstore_t *rs, rcmd_t *c)
     rcmd_init(c, rs->url.prefix);
 }
 
+static void batch_flush(rstore_t *rs);
+
+/* Every command but the batch goes out here, after the appends gathered
+ * before it. */
+static void rs_send(rstore_t *rs, const rcmd_t *c, unsigned flags,
+                    rclient_fn fn, const void *ctx, size_t ctxlen,
+                    const void *tail, size_t taillen)
+{
+    batch_flush(rs);
+    rclient_send(rs->cl, c, flags, fn, ctx, ctxlen, tail, taillen);
+}
+
 static void send_op(rstore_t *rs, const rcmd_t *c, unsigned flags,
                     rclient_fn fn, void *cb, void *arg, const char *cid,
                     size_t clen)
 {
     op_t o = {.rs = rs, .cb = cb, .arg = arg, .clen = clen};
-    rclient_send(rs->cl, c, flags, fn, &o, sizeof(o), cid, cid ? clen : 0);
+    rs_send(rs, c, flags, fn, &o, sizeof(o), cid, cid ? clen : 0);
 }
 
 /* A script's status reply: 0 or one of the SL_* codes scripts return. */
@@ -249,7 +299,7 @@ static void idrop_step(rstore_t *rs, int step, const char *cid, size_t clen)
         rcmd_str(&c, "at");
     }
     idrop_t d = {.rs = rs, .step = step, .clen = clen};
-    rclient_send(rs->cl, &c, RCLIENT_REPLAY, on_idrop, &d, sizeof(d), cid,
+    rs_send(rs, &c, RCLIENT_REPLAY, on_idrop, &d, sizeof(d), cid,
                  clen);
 }
 
@@ -638,7 +688,7 @@ static void on_sweep_range(void *ctx, const redisReply *r, int status)
         rcmd_str(&c, "on");
         rcmd_str(&c, "at");
         sweep_ctx_t sc = {sw, i};
-        rclient_send(o->rs->cl, &c, RCLIENT_REPLAY, on_sweep_check, &sc,
+        rs_send(o->rs, &c, RCLIENT_REPLAY, on_sweep_check, &sc,
                      sizeof(sc), NULL, 0);
     }
 }
@@ -770,7 +820,7 @@ static void on_sload_scan(void *ctx, const redisReply *r, int status)
         cmd_script(sl->rs, &c, SCRIPT_SUB_LOAD, e->str, e->len, K_SUBS, false);
         sload_ctx_t x = {.sl = sl, .clen = e->len};
         sl->left++;
-        rclient_send(sl->rs->cl, &c, RCLIENT_REPLAY, on_sload_subs, &x,
+        rs_send(sl->rs, &c, RCLIENT_REPLAY, on_sload_subs, &x,
                      sizeof(x), e->str, e->len);
     }
     sload_next(sl);
@@ -786,7 +836,7 @@ static void sload_scan(sload_t *sl)
     rcmd_str(&c, "COUNT");
     rcmd_str(&c, SCAN_COUNT);
     sl->more = false;
-    rclient_send(sl->rs->cl, &c, RCLIENT_REPLAY, on_sload_scan, &sl, sizeof(sl),
+    rs_send(sl->rs, &c, RCLIENT_REPLAY, on_sload_scan, &sl, sizeof(sl),
                  NULL, 0);
 }
 
@@ -804,15 +854,120 @@ static void redis_sub_load(store_t *st, store_psub_fn cb, void *arg)
 
 /* ---- queue ------------------------------------------------------------- */
 
+/* The completions of one sent batch: rclient keeps a copy of this. */
+typedef struct bsent {
+    rstore_t *rs;
+    size_t n;
+    struct {
+        store_id_fn cb;
+        void *arg;
+    } it[];
+} bsent_t;
+
 static void on_append(void *ctx, const redisReply *r, int status)
 {
-    op_t *o = ctx;
-    uint64_t id = 0;
-    status = reply_status(o->rs, r, status);
-    if (status == SL_OK)
-        id = (uint64_t)r->integer;
-    if (o->cb)
-        ((store_id_fn)o->cb)(o->arg, status, id);
+    bsent_t *b = ctx;
+    if (status == SL_OK && r->type == REDIS_REPLY_ERROR) {
+        status = reply_status(b->rs, r, status);
+    } else if (status == SL_OK &&
+               (r->type != REDIS_REPLY_ARRAY || r->elements != b->n)) {
+        rclient_count_error(b->rs->cl);
+        status = SL_EMALFORMED;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        int st = status;
+        uint64_t id = 0;
+        if (st == SL_OK)
+            st = reply_status(b->rs, r->element[i], SL_OK);
+        if (st == SL_OK)
+            id = (uint64_t)r->element[i]->integer;
+        if (b->it[i].cb)
+            b->it[i].cb(b->it[i].arg, st, id);
+    }
+}
+
+/* EVALSHA append, KEYS s q out per append, ARGV as scripts.c describes. */
+static void batch_cmd(rstore_t *rs, const batch_t *b, rcmd_t *c)
+{
+    rcmd_init_n(c, rs->url.prefix, 6 + 4 * (int)b->n + (int)b->n_ents);
+    rcmd_evalsha(c, SCRIPT_APPEND, 3 * (int)b->n);
+    for (size_t i = 0; i < b->n; i++) {
+        const char *cid = b->cids + b->items[i].cid_off;
+        size_t clen = b->items[i].clen;
+        rcmd_ckey(c, cid, clen, ":s");
+        rcmd_ckey(c, cid, clen, ":q");
+        rcmd_ckey(c, cid, clen, ":out");
+    }
+    rcmd_u64(c, b->lim.max_queued);
+    rcmd_str(c, b->lim.drop_oldest ? "1" : "0");
+    rcmd_u64(c, b->n_ents);
+    for (size_t i = 0; i < b->n_ents; i++)
+        rcmd_entry(c, b->ents[i].qos, b->ents[i].msg);
+    for (size_t i = 0; i < b->n; i++)
+        rcmd_u64(c, (uint64_t)b->items[i].entry + 1);
+}
+
+/* Send the gathered appends as one request. Safe to call at any time. */
+static void batch_flush(rstore_t *rs)
+{
+    batch_t *b = &rs->batch;
+    if (b->n == 0)
+        return;
+    size_t size = sizeof(bsent_t) + b->n * sizeof(((bsent_t *)0)->it[0]);
+    bsent_t *sent = malloc(size);
+    if (!sent)
+        abort(); /* a lost completion would wedge its caller forever */
+    sent->rs = rs;
+    sent->n = b->n;
+    for (size_t i = 0; i < b->n; i++) {
+        sent->it[i].cb = b->items[i].cb;
+        sent->it[i].arg = b->items[i].arg;
+    }
+    rcmd_t c;
+    batch_cmd(rs, b, &c);
+    rclient_send(rs->cl, &c, 0, on_append, sent, size, NULL, 0);
+    rcmd_fini(&c);
+    free(sent);
+    for (size_t i = 0; i < b->n_ents; i++)
+        msg_unref(&b->ents[i].msg);
+    b->n = b->n_ents = b->cids_len = b->bytes = 0;
+}
+
+static void on_batch(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    batch_flush(arg);
+}
+
+/* Grow *p (of *cap elements of `size`) to hold `need`; aborts on failure
+ * like every allocation a completion depends on. */
+static void grow(void **p, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap)
+        return;
+    size_t n = *cap ? *cap : 16;
+    while (n < need)
+        n *= 2;
+    void *np = realloc(*p, n * size);
+    if (!np)
+        abort();
+    *p = np;
+    *cap = n;
+}
+
+/* The index of (m, qos) among the batch's entries, added if new. */
+static uint32_t batch_entry(batch_t *b, msg_t *m, uint8_t qos)
+{
+    size_t stop = b->n_ents > BATCH_SAME_MSG ? b->n_ents - BATCH_SAME_MSG : 0;
+    for (size_t i = b->n_ents; i > stop; i--)
+        if (b->ents[i - 1].msg == m && b->ents[i - 1].qos == qos)
+            return (uint32_t)(i - 1);
+    grow((void **)&b->ents, &b->cap_ents, b->n_ents + 1, sizeof(*b->ents));
+    b->ents[b->n_ents].msg = msg_ref(m);
+    b->ents[b->n_ents].qos = qos;
+    b->bytes += 1 + blob_msg_size(m);
+    return (uint32_t)b->n_ents++;
 }
 
 static void redis_queue_append(store_t *st, const char *cid, size_t clen,
@@ -820,12 +975,28 @@ static void redis_queue_append(store_t *st, const char *cid, size_t clen,
                                store_id_fn cb, void *arg)
 {
     rstore_t *rs = (rstore_t *)st;
-    rcmd_t c;
-    cmd_script(rs, &c, SCRIPT_APPEND, cid, clen, K_Q, false);
-    rcmd_u64(&c, lim ? lim->max_queued : 0);
-    rcmd_str(&c, lim && lim->drop_oldest ? "1" : "0");
-    rcmd_entry(&c, qos, m);
-    send_op(rs, &c, 0, on_append, (void *)cb, arg, NULL, 0);
+    batch_t *b = &rs->batch;
+    store_limits_t l = lim ? *lim : (store_limits_t){0};
+    if (b->n && (l.max_queued != b->lim.max_queued ||
+                 l.drop_oldest != b->lim.drop_oldest))
+        batch_flush(rs);
+    b->lim = l;
+    grow((void **)&b->items, &b->cap, b->n + 1, sizeof(*b->items));
+    grow((void **)&b->cids, &b->cids_cap, b->cids_len + clen + 1, 1);
+    bitem_t *it = &b->items[b->n++];
+    it->cid_off = b->cids_len;
+    it->clen = clen;
+    it->entry = batch_entry(b, m, qos);
+    it->cb = cb;
+    it->arg = arg;
+    if (clen)
+        memcpy(b->cids + b->cids_len, cid, clen);
+    b->cids_len += clen;
+    b->bytes += clen;
+    if (rs->cluster || b->n == BATCH_MAX || b->bytes >= BATCH_BYTES)
+        batch_flush(rs);
+    else if (b->n == 1)
+        event_active(b->ev, EV_READ, 0);
 }
 
 static void redis_queue_mark(store_t *st, const char *cid, size_t clen,
@@ -1019,7 +1190,7 @@ static void rload_scan(rload_t *rl, const char *cursor)
     rcmd_str(&c, cursor);
     rcmd_str(&c, "COUNT");
     rcmd_str(&c, SCAN_COUNT);
-    rclient_send(rl->rs->cl, &c, RCLIENT_REPLAY, on_rload, &rl, sizeof(rl),
+    rs_send(rl->rs, &c, RCLIENT_REPLAY, on_rload, &rl, sizeof(rl),
                  NULL, 0);
 }
 
@@ -1046,11 +1217,22 @@ static void redis_stats(const store_t *st, store_stats_t *out)
     rclient_stats(((const rstore_t *)st)->cl, out);
 }
 
+static void batch_fini(batch_t *b)
+{
+    if (b->ev)
+        event_free(b->ev);
+    free(b->items);
+    free(b->ents);
+    free(b->cids);
+}
+
 static void redis_free(store_t *st)
 {
     rstore_t *rs = (rstore_t *)st;
     rs->closing = true;
+    batch_flush(rs); /* failed with the rest by rclient_free() */
     rclient_free(rs->cl);
+    batch_fini(&rs->batch);
     map_free(rs->swept, free);
     redis_url_fini(&rs->url);
     free(rs);
@@ -1094,7 +1276,8 @@ int store_redis_open(store_t **out, struct event_base *base, const char *url,
         goto fail;
     rs->cluster = rs->url.cluster;
     rs->swept = map_new();
-    if (!rs->swept) {
+    rs->batch.ev = event_new(base, -1, 0, on_batch, rs);
+    if (!rs->swept || !rs->batch.ev) {
         rc = SL_ENOMEM;
         goto fail;
     }
@@ -1108,6 +1291,7 @@ fail:
     if (rc == SL_ENOMEM)
         snprintf(err, errlen, "store: out of memory");
     map_free(rs->swept, free);
+    batch_fini(&rs->batch);
     redis_url_fini(&rs->url);
     free(rs);
     return rc == SL_ENOMEM ? rc : SL_EINVAL;

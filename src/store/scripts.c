@@ -118,31 +118,55 @@ static const char sub_load_lua[] =
     "return redis.call('HGETALL', KEYS[2])\n";
 
 /*
- * KEYS s q out; ARGV max_queued drop_oldest entry
+ * KEYS s q out, once per append (any number of sessions; on a cluster the
+ * caller sends one session per call).
+ * ARGV max_queued drop_oldest n_entries entry... then per append the index
+ * (1-based) of its entry, so a message going to many queues travels once.
+ * Returns one result per append: the new id, -9 or -11.
+ *
  * max_queued counts the entries not sent yet (those not in out): a queue
  * holding that many refuses the new one (-11) or drops its oldest entry
- * never sent; entries in flight are never dropped. Returns the new id.
+ * never sent; entries in flight are never dropped. The common case costs
+ * three calls: XLEN (HLEN only when the queue could be full), HINCRBY and
+ * XADD. The session's existence is seen from HINCRBY: a first id of 1
+ * means the field was absent, and then the record itself may be (it is
+ * created by the HINCRBY, so it is deleted again). A session that does not
+ * exist has no queue either (they are deleted together), so the limit check
+ * before it never refuses or drops for a missing session.
  */
 static const char append_lua[] =
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return -9 end\n"
     "local max = tonumber(ARGV[1])\n"
-    "if max > 0 then\n"
-    "  local sent = redis.call('HLEN', KEYS[3])\n"
-    "  if redis.call('XLEN', KEYS[2]) - sent >= max then\n"
-    "    if ARGV[2] == '0' then return -11 end\n"
-    "    local r = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', sent + 1)\n"
-    "    for i = 1, #r do\n"
-    "      local id = string.match(r[i][1], '^(%d+)')\n"
-    "      if redis.call('HEXISTS', KEYS[3], id) == 0 then\n"
-    "        redis.call('XDEL', KEYS[2], r[i][1])\n"
-    "        break\n"
+    "local ne = tonumber(ARGV[3])\n"
+    "local function append(s, q, out, entry)\n"
+    "  if max > 0 then\n"
+    "    local n = redis.call('XLEN', q)\n"
+    "    local sent = n >= max and redis.call('HLEN', out) or 0\n"
+    "    if n - sent >= max then\n"
+    "      if ARGV[2] == '0' then return -11 end\n"
+    "      local r = redis.call('XRANGE', q, '-', '+', 'COUNT', sent + 1)\n"
+    "      for i = 1, #r do\n"
+    "        local id = string.match(r[i][1], '^(%d+)')\n"
+    "        if redis.call('HEXISTS', out, id) == 0 then\n"
+    "          redis.call('XDEL', q, r[i][1])\n"
+    "          break\n"
+    "        end\n"
     "      end\n"
     "    end\n"
     "  end\n"
+    "  local id = redis.call('HINCRBY', s, 'seq', 1)\n"
+    "  if id == 1 and redis.call('HEXISTS', s, 'epoch') == 0 then\n"
+    "    redis.call('DEL', s)\n"
+    "    return -9\n"
+    "  end\n"
+    "  redis.call('XADD', q, string.format('%d-0', id), 'm', entry)\n"
+    "  return id\n"
     "end\n"
-    "local id = redis.call('HINCRBY', KEYS[1], 'seq', 1)\n"
-    "redis.call('XADD', KEYS[2], string.format('%d-0', id), 'm', ARGV[3])\n"
-    "return id\n";
+    "local res = {}\n"
+    "for i = 1, #KEYS / 3 do\n"
+    "  local e = ARGV[3 + tonumber(ARGV[3 + ne + i])]\n"
+    "  res[i] = append(KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], e)\n"
+    "end\n"
+    "return res\n";
 
 /* KEYS s q out; ARGV epoch id state ("0" = not sent) */
 static const char mark_lua[] =

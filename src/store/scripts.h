@@ -3,7 +3,9 @@
  * operation (internal to src/store/).
  *
  * Every script touches only the keys passed in KEYS, and the per-client
- * keys of one call share the hash tag {c:<cid>} (one cluster slot):
+ * keys of one call share the hash tag {c:<cid>} (one cluster slot); the one
+ * exception, the append script, takes several sessions' keys on a
+ * standalone server only:
  *   s     sl:{c:<cid>}:s     hash: epoch ver exp will wd on at seq
  *   subs  sl:{c:<cid>}:subs  hash: filter -> 5-byte options (blob.h)
  *   q     sl:{c:<cid>}:q     stream: entry "<id>-0", field m = qos + message

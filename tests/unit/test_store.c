@@ -782,6 +782,92 @@ CONTRACT(queue_keeps_the_message)
     cres_fini(&r);
 }
 
+/* Appends issued in one loop iteration, to several sessions, with two
+ * messages and two limits: each gets its own result, in order for each
+ * session (sessions on different cluster nodes complete in any order). */
+typedef struct many_res {
+    int fired;
+    int status[8], seq[8];
+    uint64_t id[8];
+} many_res_t;
+
+static many_res_t many;
+
+static void on_many(void *arg, int status, uint64_t id)
+{
+    int i = (int)(intptr_t)arg;
+    cr_assert(!in_call, "callback ran inside the store call");
+    many.seq[i] = many.fired;
+    many.status[i] = status;
+    many.id[i] = id;
+    many.fired++;
+}
+
+static bool cond_many(void *arg)
+{
+    return many.fired >= *(int *)arg;
+}
+
+CONTRACT(queue_appends_in_one_iteration)
+{
+    claim0("c1", 300);
+    claim0("c2", 300);
+    msg_t *a = mk("q/a", "A", 1), *b = mk("q/b", "BB", 1);
+    store_limits_t keep = {2, false}, drop = {2, true};
+    struct {
+        const char *cid;
+        msg_t *m;
+        const store_limits_t *lim;
+        int want;
+    } ops[] = {
+        {"c1", a, &keep, SL_OK},   {"c2", a, &drop, SL_OK},
+        {"nobody", a, &keep, SL_ENOTFOUND},
+        {"c1", b, &keep, SL_OK},   {"c1", a, &keep, SL_ELIMIT},
+        {"c2", b, &drop, SL_OK},   {"c2", a, &drop, SL_OK}, /* drops 1st */
+    };
+    int n = (int)(sizeof(ops) / sizeof(ops[0]));
+    memset(&many, 0, sizeof(many));
+    in_call = true;
+    for (int i = 0; i < n; i++)
+        store_queue_append(st, ops[i].cid, strlen(ops[i].cid), ops[i].m, 1,
+                           ops[i].lim, on_many, (void *)(intptr_t)i);
+    in_call = false;
+    msg_unref(&a);
+    msg_unref(&b);
+    pump_until(cond_many, &n, 10000);
+    cr_assert_eq(many.fired, n);
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(many.status[i], ops[i].want, "append %d: %s", i,
+                     sl_strerror(many.status[i]));
+        for (int j = 0; j < i; j++)
+            if (strcmp(ops[j].cid, ops[i].cid) == 0)
+                cr_assert_lt(many.seq[j], many.seq[i]);
+    }
+    cr_assert_lt(many.id[0], many.id[3]);
+    cr_assert_lt(many.id[5], many.id[6]);
+
+    cres_t r;
+    claim("c1", false, 300, &r);
+    cr_assert_eq(r.n_entries, 2);
+    cr_assert_eq(r.entries[0].id, many.id[0]);
+    cr_assert_str_eq(r.entries[0].msg->topic, "q/a");
+    cr_assert_eq(r.entries[1].id, many.id[3]);
+    cr_assert_str_eq(r.entries[1].msg->topic, "q/b");
+    cr_assert_eq(r.entries[1].msg->payload_len, 2);
+    cres_fini(&r);
+    claim("c2", false, 300, &r);
+    cr_assert_eq(r.n_entries, 2);
+    cr_assert_eq(r.entries[0].id, many.id[5]);
+    cr_assert_str_eq(r.entries[0].msg->topic, "q/b");
+    cr_assert_eq(r.entries[1].id, many.id[6]);
+    cr_assert_str_eq(r.entries[1].msg->topic, "q/a");
+    cres_fini(&r);
+    /* an append to a missing session leaves nothing behind */
+    claim("nobody", false, 300, &r);
+    cr_assert_not(r.present);
+    cres_fini(&r);
+}
+
 typedef struct order_res {
     int next, bad;
 } order_res_t;
