@@ -783,9 +783,15 @@ static void cleanup_dead(cluster_t *c, int peer, bool stored)
         }
     }
     if (!stored) {
-        log_info("cluster: node '%s' restarted (%zu clean-session wills "
-                 "published)", c->peers[peer].id, wills);
-        return; /* it is alive again: its registration stays */
+        /* A first start and a restart look alike here; only a restart
+         * can leave wills behind. */
+        if (wills)
+            log_info("cluster: node '%s' restarted (%zu clean-session wills "
+                     "of its previous run published)",
+                     c->peers[peer].id, wills);
+        else
+            log_info("cluster: node '%s' joined", c->peers[peer].id);
+        return; /* it is alive: its registration stays */
     }
     char key[300];
     snprintf(key, sizeof(key), "routes:%s", c->peers[peer].id);
