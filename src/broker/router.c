@@ -16,6 +16,7 @@
 
 #include "starling/err.h"
 #include "starling/log.h"
+#include "starling/pool.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -47,13 +48,22 @@ typedef struct append {
     uint32_t subids[4];
 } append_t;
 
+/* One route_t per publish, one append_t per queued delivery (pool.h). */
+static pool_t route_pool = POOL_INIT(sizeof(route_t), 1024);
+static pool_t append_pool = POOL_INIT(sizeof(append_t), 4096);
+
+static route_t *route_new(void)
+{
+    return pool_zget(&route_pool);
+}
+
 static void route_step(route_t *rt)
 {
     if (--rt->pending)
         return;
     if (rt->done)
         rt->done(rt->arg, rt->status, rt->matched);
-    free(rt);
+    pool_put(&route_pool, rt);
 }
 
 static void on_store_done(void *arg, int status)
@@ -139,14 +149,14 @@ static void on_appended(void *arg, int status, uint64_t id)
     route_t *rt = a->rt;
     msg_unref(&a->m);
     subr_unref(&a->r);
-    free(a);
+    pool_put(&append_pool, a);
     on_store_done(rt, status);
 }
 
 static void queue_for(broker_t *b, route_t *rt, const struct match *mt,
                       msg_t *m, uint8_t qos, bool retain)
 {
-    append_t *a = malloc(sizeof(*a));
+    append_t *a = pool_get(&append_pool);
     if (!a) {
         rt->status = SL_ENOMEM;
         return;
@@ -280,7 +290,7 @@ static void group_route(broker_t *b, route_t *rt, group_t *g, msg_t *m)
 void router_publish(broker_t *b, sess_t *from, msg_t *m, route_done_fn done,
                     void *arg)
 {
-    route_t *rt = calloc(1, sizeof(*rt));
+    route_t *rt = route_new();
     if (!rt) {
         if (done)
             done(arg, SL_ENOMEM, false);
@@ -368,7 +378,7 @@ void router_group_remote(broker_t *b, const char *share, size_t slen,
 void router_group_deliver(broker_t *b, group_t *g, msg_t *m,
                           const subr_t *except)
 {
-    route_t *rt = calloc(1, sizeof(*rt));
+    route_t *rt = route_new();
     if (!rt)
         return;
     rt->pending = 1;

@@ -20,6 +20,7 @@
 #include "internal.h"
 
 #include "starling/err.h"
+#include "starling/pool.h"
 #include "starling/log.h"
 
 #include <event2/buffer.h>
@@ -63,6 +64,10 @@ void sess_ref(sess_t *s)
     s->refs++;
 }
 
+/* Objects made once per message or per acknowledgement (pool.h). */
+#define POOL_KEEP 4096
+static pool_t dlv_pool = POOL_INIT(sizeof(dlv_t), POOL_KEEP);
+
 static void dlvq_free(dlvq_t *q)
 {
     dlv_t *d = q->head;
@@ -70,7 +75,7 @@ static void dlvq_free(dlvq_t *q)
         dlv_t *n = d->next;
         msg_unref(&d->msg);
         group_unref(&d->group);
-        free(d);
+        pool_put(&dlv_pool, d);
         d = n;
     }
     q->head = q->tail = NULL;
@@ -155,6 +160,8 @@ typedef struct ackctx {
     uint8_t code;
 } ackctx_t;
 
+static pool_t ack_pool = POOL_INIT(sizeof(ackctx_t), POOL_KEEP);
+
 static void on_stored_ack(void *arg, int status)
 {
     ackctx_t *a = arg;
@@ -170,7 +177,7 @@ static void on_stored_ack(void *arg, int status)
         send_ack(s, a->type, a->pid, a->code);
     }
     sess_unref(&a->s);
-    free(a);
+    pool_put(&ack_pool, a);
 }
 
 /* A context for on_stored_ack, or NULL (then ack at once: out of memory
@@ -178,7 +185,7 @@ static void on_stored_ack(void *arg, int status)
 static ackctx_t *ack_after(sess_t *s, mqtt_type_t type, uint16_t pid,
                            uint8_t code)
 {
-    ackctx_t *a = malloc(sizeof(*a));
+    ackctx_t *a = pool_get(&ack_pool);
     if (!a)
         return NULL;
     sess_ref(s);
@@ -498,7 +505,7 @@ static void dlv_done(sess_t *s, dlv_t *d)
                         NULL);
     msg_unref(&d->msg);
     group_unref(&d->group);
-    free(d);
+    pool_put(&dlv_pool, d);
 }
 
 typedef struct markctx {
@@ -506,6 +513,8 @@ typedef struct markctx {
     uint64_t qid;
     uint16_t pid;
 } markctx_t;
+
+static pool_t mark_pool = POOL_INIT(sizeof(markctx_t), POOL_KEEP);
 
 static void on_marked(void *arg, int status)
 {
@@ -526,7 +535,7 @@ static void on_marked(void *arg, int status)
         }
     }
     sess_unref(&mc->s);
-    free(mc);
+    pool_put(&mark_pool, mc);
 }
 
 /* Send a QoS 1/2 delivery now: assign a packet id (unless it has one from
@@ -545,7 +554,7 @@ static void send_dlv(sess_t *s, dlv_t *d)
     if (d->qid && s->persistent && !resend) {
         /* The packet id is stored before the PUBLISH leaves, so a node
          * that takes the session over resends it with DUP and this id. */
-        markctx_t *mc = malloc(sizeof(*mc));
+        markctx_t *mc = pool_get(&mark_pool);
         if (mc) {
             sess_ref(s);
             *mc = (markctx_t){s, d->qid, d->pid};
@@ -679,7 +688,7 @@ void sess_deliver(sess_t *s, msg_t *m, uint8_t qos, bool retain,
         s->b->stats.dropped_queue_full++;
         dlv_done(s, old);
     }
-    dlv_t *d = malloc(sizeof(*d));
+    dlv_t *d = pool_get(&dlv_pool);
     if (!d)
         return;
     *d = tmp;
@@ -819,7 +828,7 @@ static void load_queue(sess_t *s, const store_claim_t *c)
     uint16_t maxpid = 0;
     for (size_t i = 0; i < c->n_entries; i++) {
         const store_entry_t *e = &c->entries[i];
-        dlv_t *d = calloc(1, sizeof(*d));
+        dlv_t *d = pool_zget(&dlv_pool);
         if (!d)
             break;
         d->msg = msg_ref(e->msg);
@@ -1270,6 +1279,8 @@ typedef struct pubctx {
     bool matched;
 } pubctx_t;
 
+static pool_t pub_pool = POOL_INIT(sizeof(pubctx_t), POOL_KEEP);
+
 static bool in_qos2_has(const sess_t *s, uint16_t pid)
 {
     for (uint32_t i = 0; i < s->n_in_qos2; i++)
@@ -1362,7 +1373,7 @@ static void pub_step(pubctx_t *pc)
         }
     }
     sess_unref(&pc->s);
-    free(pc);
+    pool_put(&pub_pool, pc);
 }
 
 /* Resolve the topic of an inbound PUBLISH, applying a v5 topic alias. */
@@ -1480,7 +1491,7 @@ static void handle_publish(sess_t *s, mqtt_packet_t *p)
         msg_unref(&m);
         return;
     }
-    pubctx_t *pc = malloc(sizeof(*pc));
+    pubctx_t *pc = pool_get(&pub_pool);
     if (!pc) {
         msg_unref(&m);
         sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
@@ -1494,7 +1505,7 @@ static void handle_publish(sess_t *s, mqtt_packet_t *p)
             pc->pending++;
         if (in_qos2_add(s, pub->packet_id, on_inbound_stored, pc) != SL_OK) {
             sess_unref(&pc->s);
-            free(pc);
+            pool_put(&pub_pool, pc);
             msg_unref(&m);
             sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
             return;

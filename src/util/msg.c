@@ -2,10 +2,34 @@
  * msg.c - reference-counted immutable messages (see msg.h).
  */
 #include "starling/msg.h"
+#include "starling/pool.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* Small messages come from size-class pools (one per power of two from 128
+ * to 1024 bytes, whole block); larger ones from malloc. The class follows
+ * from the lengths, so nothing extra is stored. */
+#define MSG_CLASSES 4
+#define MSG_POOL_KEEP 1024
+static pool_t msg_pools[MSG_CLASSES] = {
+    POOL_INIT(128, MSG_POOL_KEEP), POOL_INIT(256, MSG_POOL_KEEP),
+    POOL_INIT(512, MSG_POOL_KEEP), POOL_INIT(1024, MSG_POOL_KEEP)};
+
+static pool_t *msg_pool(size_t total)
+{
+    for (int i = 0; i < MSG_CLASSES; i++)
+        if (total <= msg_pools[i].size)
+            return &msg_pools[i];
+    return NULL;
+}
+
+static size_t msg_total(size_t topic_len, size_t payload_len,
+                        size_t props_len)
+{
+    return sizeof(msg_t) + topic_len + 1 + payload_len + props_len;
+}
 
 msg_t *msg_new(const char *topic, size_t topic_len, const void *payload,
                size_t payload_len, const void *props, size_t props_len,
@@ -14,7 +38,9 @@ msg_t *msg_new(const char *topic, size_t topic_len, const void *payload,
     if (topic_len > UINT16_MAX || payload_len > UINT32_MAX ||
         props_len > UINT32_MAX)
         return NULL;
-    msg_t *m = malloc(sizeof(*m) + topic_len + 1 + payload_len + props_len);
+    size_t total = msg_total(topic_len, payload_len, props_len);
+    pool_t *p = msg_pool(total);
+    msg_t *m = p ? pool_get(p) : malloc(total);
     if (!m)
         return NULL;
     m->refs = 1;
@@ -40,7 +66,12 @@ void msg_unref(msg_t **pm)
 {
     msg_t *m = *pm;
     *pm = NULL;
-    if (m && --m->refs == 0)
+    if (!m || --m->refs)
+        return;
+    pool_t *p = msg_pool(msg_total(m->topic_len, m->payload_len, m->props_len));
+    if (p)
+        pool_put(p, m);
+    else
         free(m);
 }
 
