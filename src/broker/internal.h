@@ -36,6 +36,7 @@
 struct bufferevent;
 struct evconnlistener;
 struct event;
+struct ssl_ctx_st;
 
 typedef struct sess sess_t;
 typedef struct conn conn_t;
@@ -174,6 +175,7 @@ typedef struct broker_stats {
     uint64_t connects, disconnects, msgs_in, msgs_out, bytes_in, bytes_out;
     uint64_t dropped_queue_full, dropped_too_large, dropped_expired;
     uint64_t protocol_errors, store_errors, wills_published;
+    uint64_t tls_handshake_errors;   /* TLS connections that never got up */
 } broker_stats_t;
 
 struct broker {
@@ -183,6 +185,8 @@ struct broker {
     auth_t *auth;
     cluster_t *cluster;          /* NULL on a single node */
     struct evconnlistener *listener;
+    struct evconnlistener *tls_listener;  /* tls_port (net/listener.c) */
+    struct ssl_ctx_st *tls_ctx;  /* the TLS listener's SSL_CTX */
     struct event *tick;
     struct event *flush;         /* writes dirty connections */
     struct event *reload;        /* retries a failed start-up load */
@@ -293,6 +297,17 @@ void cluster_route_ref(struct broker *b, const char *f, size_t flen,
  * (and, for a shared group with members on other nodes only, to one of
  * those nodes). */
 void cluster_forward(struct broker *b, const msg_t *m);
+typedef void (*cluster_done_fn)(void *arg, int status);
+/* Broadcast a retained message (set or cleared) to every node's index;
+ * true when fn(arg, status) will be called once the store took the
+ * broadcast (the publisher's ack waits for it), false on a single node. */
+bool cluster_retain(struct broker *b, const msg_t *m, cluster_done_fn fn,
+                    void *arg);
+/* Call fn(arg, status) once every bus record published before this call
+ * has been received here (a record to ourselves comes back after them);
+ * SL_EIO when the bus failed or 2 s passed. False (and no call) on a
+ * single node or while the bus is down. */
+bool cluster_barrier(struct broker *b, cluster_done_fn fn, void *arg);
 #define CLUSTER_SELF (-1)
 #define CLUSTER_NONE (-2)
 /* Which node's member of shared group `share` gets the next message: this
@@ -338,6 +353,10 @@ void broker_cancel_delayed_will(struct broker *b, const char *cid,
 
 /* ---- net/conn.c -------------------------------------------------------- */
 conn_t *conn_new(struct broker *b, int fd, sess_t *s);
+/* The TLS variant: a TLS server handshake runs before the session sees a
+ * byte; NULL when out of memory (the fd is then not closed). */
+conn_t *conn_new_tls(struct broker *b, int fd, sess_t *s,
+                     struct ssl_ctx_st *ctx);
 /* Close the socket and free; the session must drop its pointer. */
 void conn_free(conn_t *c);
 /* Start reading, with the CONNECT deadline as the first timeout. */
@@ -361,7 +380,8 @@ void conn_flush_all(struct broker *b);
 void sys_publish(struct broker *b);
 
 /* ---- net/listener.c ---------------------------------------------------- */
-/* Bind (SL_EIO when the port is taken); accepting starts with
+/* Bind the plain and TLS listeners (SL_EIO when a port is taken; SL_EINVAL
+ * for an unusable certificate or key); accepting starts with
  * listener_enable(), once the node is ready to serve. */
 int listener_start(struct broker *b);
 void listener_enable(struct broker *b);

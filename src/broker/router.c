@@ -192,6 +192,12 @@ static void retain_update(broker_t *b, route_t *rt, msg_t *m)
     }
     msg_t *om = old;
     msg_unref(&om);
+    /* In a cluster the publisher's ack also waits until the store took
+     * the broadcast, so a SUBSCRIBE on any node after that ack finds it
+     * (that node's barrier comes back after the broadcast). */
+    rt->pending++;
+    if (!cluster_retain(b, m, on_store_done, rt))
+        rt->pending--;
 }
 
 static bool member_online(const member_t *mb)

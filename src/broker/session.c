@@ -1707,22 +1707,45 @@ static void subctx_free(subctx_t *c)
     free(c);
 }
 
+static void send_retained(subctx_t *c)
+{
+    sess_t *s = c->s;
+    if (s->state != SESS_ONLINE)
+        return;
+    for (uint32_t i = 0; i < c->n; i++)
+        if (c->retained[i] && c->codes[i] < 0x80)
+            router_send_retained(s->b, s, c->filters[i],
+                                 strlen(c->filters[i]), &c->subs[i]);
+}
+
+/* The cluster barrier is back: every retained message whose publisher was
+ * acknowledged before this SUBSCRIBE is in this node's index now. */
+static void on_retained_barrier(void *arg, int status)
+{
+    subctx_t *c = arg;
+    send_retained(c);
+    sess_unref(&c->s);
+    subctx_free(c);
+}
+
 static void subctx_finish(subctx_t *c)
 {
     sess_t *s = c->s;
+    bool retained = false;
     if (s->state == SESS_ONLINE) {
         SEND_ENCODED(s, mqtt_enc_suback(&o_, s->version, MQTT_SUBACK, c->pid,
                                         c->codes, c->n, NULL));
-        for (uint32_t i = 0; i < c->n; i++)
-            if (c->retained[i] && c->codes[i] < 0x80)
-                router_send_retained(s->b, s, c->filters[i],
-                                     strlen(c->filters[i]), &c->subs[i]);
+        for (uint32_t i = 0; i < c->n && !retained; i++)
+            retained = c->retained[i] && c->codes[i] < 0x80;
     }
     if (s->paused) {
         s->paused = false;
         if (s->state == SESS_ONLINE && s->conn)
             conn_resume(s->conn);
     }
+    if (retained && cluster_barrier(s->b, on_retained_barrier, c))
+        return;
+    send_retained(c);
     sess_unref(&c->s);
     subctx_free(c);
 }

@@ -74,7 +74,30 @@ enum {
     REC_RETAIN = 'T',     /* broadcast: retained message set/cleared */
     REC_RESET = 'Z',      /* broadcast: this node (re)started */
     REC_GROUP = 'G',      /* to a node: a message for one member of a group */
+    REC_BARRIER = 'B',    /* to ourselves: everything published before is in */
 };
+
+#define BARRIER_MAX_MS 2000   /* a barrier not back by then is let go */
+
+/* Called once the reply of the PUBLISH carrying a record arrived. */
+typedef struct waiter {
+    cluster_done_fn fn;
+    void *arg;
+} waiter_t;
+
+typedef struct waiters {
+    waiter_t *w;
+    size_t n, cap;
+} waiters_t;
+
+/* A barrier: waits for its own record to come back on our bus channel. */
+typedef struct barrier {
+    struct barrier *next;
+    uint64_t token;
+    uint64_t at;               /* sl_mono_ms() when asked */
+    cluster_done_fn fn;
+    void *arg;
+} barrier_t;
 
 typedef struct wbuf {
     uint8_t *p;
@@ -119,6 +142,10 @@ struct cluster {
     peer_t peers[MAX_NODES];
     size_t n_peers;
     wbuf_t all;                /* broadcast batch */
+    waiters_t all_wait;        /* to call when `all` is published */
+    wbuf_t selfb;              /* barrier records, to our own channel */
+    barrier_t *barriers, *barriers_tail;
+    uint64_t next_token;
     trie_t *routes;            /* filter -> (peer index + 1) */
     trie_t *gtrie;             /* inner filter -> groute_t (key = pointer) */
     map_t *groutes;            /* "$share/g/f" -> groute_t */
@@ -306,7 +333,27 @@ static void send_key(cluster_t *c, const char *verb, const char *key,
     rclient_send(c->cl, &cmd, flags, on_published, &c, sizeof(c), NULL, 0);
 }
 
-static void publish_frame(cluster_t *c, const char *chan, wbuf_t *w)
+typedef struct pubwait {
+    cluster_t *c;
+    waiters_t ws;
+} pubwait_t;
+
+static void on_published_wait(void *ctx, const redisReply *r, int status)
+{
+    pubwait_t *pw = ctx;
+    int st = status;
+    if (st == SL_OK && (!r || r->type == REDIS_REPLY_ERROR))
+        st = SL_EIO;
+    if (st != SL_OK)
+        pw->c->b->stats.store_errors++;
+    for (size_t i = 0; i < pw->ws.n; i++)
+        pw->ws.w[i].fn(pw->ws.w[i].arg, st);
+    free(pw->ws.w);
+}
+
+/* PUBLISH a batch on `chan`; `ws` (may be NULL) are called with the reply. */
+static void publish_frame(cluster_t *c, const char *chan, wbuf_t *w,
+                          waiters_t *ws)
 {
     if (!w->len)
         return;
@@ -319,7 +366,14 @@ static void publish_frame(cluster_t *c, const char *chan, wbuf_t *w)
     cmd.key = cmd.argc;
     rcmd_str(&cmd, chan);
     rcmd_bytes(&cmd, f.p, f.len);
-    rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
+    if (ws && ws->n) {
+        pubwait_t pw = {c, *ws};
+        *ws = (waiters_t){0};
+        rclient_send(c->cl, &cmd, 0, on_published_wait, &pw, sizeof(pw), NULL,
+                     0);
+    } else {
+        rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
+    }
     free(f.p);
     w->len = 0;
     c->sent++;
@@ -333,9 +387,10 @@ static void flush_all(cluster_t *c)
             continue;
         snprintf(chan, sizeof(chan), "%sbus:{bus}:%s", c->url.prefix,
                  c->peers[i].id);
-        publish_frame(c, chan, &c->peers[i].batch);
+        publish_frame(c, chan, &c->peers[i].batch, NULL);
     }
-    publish_frame(c, c->chan_all, &c->all);
+    publish_frame(c, c->chan_all, &c->all, &c->all_wait);
+    publish_frame(c, c->chan_self, &c->selfb, NULL);
 }
 
 static void on_flush(evutil_socket_t fd, short what, void *arg)
@@ -365,6 +420,94 @@ static void rec_end(cluster_t *c, wbuf_t *w, size_t at)
         flush_all(c);
     else
         event_active(c->flush, EV_WRITE, 0);
+}
+
+/* ---- retained messages and barriers ------------------------------------ */
+
+bool cluster_retain(broker_t *b, const msg_t *m, cluster_done_fn fn,
+                    void *arg)
+{
+    cluster_t *c = b->cluster;
+    if (!c)
+        return false;
+    /* Broadcast even before this node knows its peers: every node serves
+     * retained messages from its own index. The waiter goes in before
+     * rec_end(), which may publish at once. */
+    size_t at = rec_begin(c, &c->all, REC_RETAIN);
+    wb_msg(&c->all, m);
+    bool waits = false;
+    if (fn) {
+        waiters_t *ws = &c->all_wait;
+        if (ws->n == ws->cap) {
+            size_t nc = ws->cap ? ws->cap * 2 : 8;
+            waiter_t *nw = realloc(ws->w, nc * sizeof(*nw));
+            if (nw) {
+                ws->w = nw;
+                ws->cap = nc;
+            }
+        }
+        if (ws->n < ws->cap) {
+            ws->w[ws->n++] = (waiter_t){fn, arg};
+            waits = true;
+        }
+    }
+    rec_end(c, &c->all, at);
+    return waits;
+}
+
+bool cluster_barrier(broker_t *b, cluster_done_fn fn, void *arg)
+{
+    cluster_t *c = b->cluster;
+    barrier_t *br;
+    if (!c || c->stopping || !c->sub || !(br = calloc(1, sizeof(*br))))
+        return false;
+    *br = (barrier_t){.token = ++c->next_token, .at = sl_mono_ms(),
+                      .fn = fn, .arg = arg};
+    if (c->barriers_tail)
+        c->barriers_tail->next = br;
+    else
+        c->barriers = br;
+    c->barriers_tail = br;
+    size_t at = rec_begin(c, &c->selfb, REC_BARRIER);
+    wb_u64(&c->selfb, br->token);
+    rec_end(c, &c->selfb, at);
+    return true;
+}
+
+/* Let go of the barriers up to `token` (all: UINT64_MAX), or of those
+ * older than BARRIER_MAX_MS when `stale`. */
+static void barriers_release(cluster_t *c, uint64_t token, bool stale,
+                             int status)
+{
+    uint64_t now = sl_mono_ms();
+    while (c->barriers) {
+        barrier_t *br = c->barriers;
+        if (stale ? now - br->at < BARRIER_MAX_MS : br->token > token)
+            break;
+        c->barriers = br->next;
+        if (!c->barriers)
+            c->barriers_tail = NULL;
+        br->fn(br->arg, status);
+        free(br);
+    }
+}
+
+/* Our own frame: only its barrier records mean something to us. */
+static void rx_own_frame(cluster_t *c, rbuf_t *r)
+{
+    while (r->len && !r->bad) {
+        uint8_t type = rb_u8(r);
+        uint32_t n = rb_u32(r);
+        const uint8_t *body = rb_take(r, n);
+        if (!body)
+            break;
+        rbuf_t rec = {body, n, false};
+        if (type == REC_BARRIER) {
+            uint64_t token = rb_u64(&rec);
+            if (!rec.bad)
+                barriers_release(c, token, false, SL_OK);
+        }
+    }
 }
 
 /* ---- routes ------------------------------------------------------------ */
@@ -652,6 +795,7 @@ static void on_beat(evutil_socket_t fd, short what, void *arg)
 {
     cluster_t *c = arg;
     c->beats++;
+    barriers_release(c, 0, true, SL_EIO);
     heartbeat(c);
 }
 
@@ -1116,8 +1260,12 @@ static void rx_frame(cluster_t *c, const uint8_t *p, size_t len)
     rbuf_t r = {p, len, false};
     size_t idlen;
     const char *id = rb_str(&r, &idlen);
-    if (!id || (idlen == strlen(c->id) && !memcmp(id, c->id, idlen)))
-        return; /* our own broadcast */
+    if (!id)
+        return;
+    if (idlen == strlen(c->id) && !memcmp(id, c->id, idlen)) {
+        rx_own_frame(c, &r); /* our broadcast, or a barrier */
+        return;
+    }
     int from = peer_index(c, id, idlen, true);
     if (from < 0)
         return;
@@ -1164,6 +1312,7 @@ static void on_bus_disconnect(const redisAsyncContext *ac, int status)
 {
     cluster_t *c = ac->data;
     c->sub = NULL;
+    barriers_release(c, UINT64_MAX, false, SL_EIO);
     if (c->stopping)
         return;
     log_warning("cluster: bus connection lost, reconnecting");
@@ -1368,13 +1517,6 @@ void cluster_forward(broker_t *b, const msg_t *m)
     cluster_t *c = b->cluster;
     if (!c)
         return;
-    if (m->retain) {
-        /* Broadcast even before this node knows its peers: every node
-         * serves retained messages from its own index. */
-        size_t at = rec_begin(c, &c->all, REC_RETAIN);
-        wb_msg(&c->all, m);
-        rec_end(c, &c->all, at);
-    }
     if (!c->n_peers)
         return;
     if (map_count(c->groutes))
@@ -1595,6 +1737,7 @@ void cluster_stop(broker_t *b)
     if (!c || c->stopping)
         return;
     c->stopping = true;
+    barriers_release(c, UINT64_MAX, false, SL_EIO);
     event_del(c->beat);
     char key[300];
     snprintf(key, sizeof(key), "routes:%s", c->id);
@@ -1635,7 +1778,12 @@ void cluster_free(broker_t *b)
         free(c->peers[i].id);
         free(c->peers[i].batch.p);
     }
+    barriers_release(c, UINT64_MAX, false, SL_EIO);
+    for (size_t i = 0; i < c->all_wait.n; i++)
+        c->all_wait.w[i].fn(c->all_wait.w[i].arg, SL_EIO);
     free(c->all.p);
+    free(c->selfb.p);
+    free(c->all_wait.w);
     trie_free(c->routes, NULL);
     trie_free(c->gtrie, NULL);
     map_free(c->groutes, groute_free);

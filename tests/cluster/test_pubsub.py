@@ -177,3 +177,30 @@ def test_route_event_gap_reloads_routes(cluster3, store, client_factory,
     # after the reload A holds what it held before, not the bogus route
     watch.wait_value("cluster/routes", lambda v: v == before,
                      timeout=5)
+
+
+def test_retained_visible_everywhere_right_after_the_ack(cluster3,
+                                                         client_factory,
+                                                         topic):
+    """Subscribers already connected to B and C subscribe the moment the
+    publisher on A has its PUBACK for a retained message: each gets it, on
+    every one of many topics (no waiting for the broadcast to arrive)."""
+    cluster3.wait_formed(peers=True)
+    a, b, c = cluster3
+    pub = client_factory(a)
+    subs = [client_factory(n) for n in (b, c)]
+    missing = []
+    for i in range(40):
+        t = f"{topic}/{i}"
+        pub.publish(t, f"r{i}".encode(), qos=1, retain=True)  # PUBACK'd
+        for s in subs:
+            assert s.subscribe(t, 1) == [1]
+        for s in subs:
+            try:
+                m = s.expect_message(2)
+            except AssertionError:
+                missing.append((s.port, t))
+                continue
+            assert (m.topic, m.payload, m.retain) == (t, f"r{i}".encode(),
+                                                     True)
+    assert not missing, f"retained message not there yet: {missing[:5]}"
