@@ -98,4 +98,31 @@ size_t trie_filter_size(const trie_t *t, const char *filter, size_t flen);
 /* Number of trie nodes, the root included (memory use, for metrics). */
 size_t trie_node_count(const trie_t *t);
 
+/*
+ * The retained-message tree: topic name -> value (at most one per name),
+ * one node per level. rtree_match() visits the values whose names a filter
+ * matches, walking only the branches the filter can reach: a filter with
+ * no wildcard costs its depth, "a/+/c" the children of "a", "a/#" the
+ * subtree under "a" (whatever else is stored). With the $-rules.
+ * The tree does not own values unless rtree_free() is given a callback.
+ */
+typedef struct rtree rtree_t;
+
+typedef void (*rtree_visit_fn)(void *ctx, void *value);
+
+rtree_t *rtree_new(void);
+void rtree_free(rtree_t *t, void (*free_value)(void *value));
+/* Set the value of a (valid) name; *old gets the previous one or NULL.
+ * SL_OK or SL_ENOMEM (then the tree is unchanged). */
+int rtree_put(rtree_t *t, const char *name, size_t len, void *value,
+              void **old);
+/* Remove a name's value (returned; NULL when absent). */
+void *rtree_del(rtree_t *t, const char *name, size_t len);
+void *rtree_get(const rtree_t *t, const char *name, size_t len);
+size_t rtree_count(const rtree_t *t);
+/* Visit the value of every name the (valid) filter matches. The callback
+ * must not modify the tree. SL_OK or SL_ENOMEM (then nothing was visited). */
+int rtree_match(const rtree_t *t, const char *filter, size_t flen,
+                rtree_visit_fn fn, void *ctx);
+
 #endif

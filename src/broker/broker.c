@@ -253,14 +253,8 @@ static void on_retained_loaded(void *arg, int status, msg_t *const *msgs,
         load_done(b, status, "retained messages");
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        void *old = NULL;
-        if (map_put(b->retained, msgs[i]->topic, msgs[i]->topic_len,
-                    msg_ref(msgs[i]), &old) == SL_OK) {
-            msg_t *om = old;
-            msg_unref(&om);
-        }
-    }
+    for (size_t i = 0; i < n; i++)
+        router_retained_index(b, msgs[i]);
     if (n)
         log_info("loaded %zu retained messages", n);
     load_done(b, SL_OK, "retained messages");
@@ -337,7 +331,7 @@ int broker_new(broker_t **out, struct event_base *base, sl_conf_t *conf)
     b->clients = map_new();
     b->psessions = map_new();
     b->delayed_wills = map_new();
-    b->retained = map_new();
+    b->retained = rtree_new();
     b->groups = map_new();
     b->subs = trie_new();
     b->tick = event_new(base, -1, EV_PERSIST, on_tick, b);
@@ -440,7 +434,7 @@ void broker_free(broker_t *b)
     }
     map_free(b->psessions, psession_free);
     map_free(b->clients, NULL);
-    map_free(b->retained, retained_free);
+    rtree_free(b->retained, retained_free);
     map_free(b->groups, NULL); /* empty: groups end with their members */
     trie_free(b->subs, NULL);
     for (size_t i = 0; i < b->n_deny; i++)

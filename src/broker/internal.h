@@ -198,7 +198,7 @@ struct broker {
     map_t *psessions;            /* cid -> subr_t (persistent sessions) */
     map_t *delayed_wills;        /* cid -> will_t (v5 will delay) */
     trie_t *subs;                /* filter -> (subr_t*) -> sub_t* */
-    map_t *retained;             /* topic -> msg_t */
+    rtree_t *retained;           /* topic -> msg_t (a reference each) */
     map_t *groups;               /* "$share/g/f" -> group_t */
     char **deny;                 /* subscribe_deny filters */
     size_t n_deny;
@@ -256,6 +256,9 @@ typedef void (*route_done_fn)(void *arg, int status, bool matched);
  * `from` (may be NULL) is the publishing session, for no-local. */
 void router_publish(struct broker *b, sess_t *from, msg_t *m,
                     route_done_fn done, void *arg);
+/* Set (or, with an empty payload, clear) the retained message of m's topic
+ * in this node's index. SL_OK or SL_ENOMEM. */
+int router_retained_index(struct broker *b, msg_t *m);
 /* Send retained messages matching `filter` to a session (after SUBACK). */
 void router_send_retained(struct broker *b, sess_t *s, const char *filter,
                           size_t flen, const sub_t *sub);

@@ -173,25 +173,32 @@ static void queue_for(broker_t *b, route_t *rt, const struct match *mt,
                        on_appended, a);
 }
 
-static void retain_update(broker_t *b, route_t *rt, msg_t *m)
+int router_retained_index(broker_t *b, msg_t *m)
 {
     void *old = NULL;
     if (m->payload_len == 0) {
-        old = map_del(b->retained, m->topic, m->topic_len);
-        rt->pending++;
-        store_retain_del(b->store, m->topic, m->topic_len, on_store_done, rt);
-    } else {
-        if (map_put(b->retained, m->topic, m->topic_len, msg_ref(m), &old) !=
-            SL_OK) {
-            msg_unref(&m);
-            rt->status = SL_ENOMEM;
-            return;
-        }
-        rt->pending++;
-        store_retain_put(b->store, m, on_store_done, rt);
+        old = rtree_del(b->retained, m->topic, m->topic_len);
+    } else if (rtree_put(b->retained, m->topic, m->topic_len, msg_ref(m),
+                         &old) != SL_OK) {
+        msg_unref(&m);
+        return SL_ENOMEM;
     }
     msg_t *om = old;
     msg_unref(&om);
+    return SL_OK;
+}
+
+static void retain_update(broker_t *b, route_t *rt, msg_t *m)
+{
+    if (router_retained_index(b, m) != SL_OK) {
+        rt->status = SL_ENOMEM;
+        return;
+    }
+    rt->pending++;
+    if (m->payload_len == 0)
+        store_retain_del(b->store, m->topic, m->topic_len, on_store_done, rt);
+    else
+        store_retain_put(b->store, m, on_store_done, rt);
     /* In a cluster the publisher's ack also waits until the store took
      * the broadcast, so a SUBSCRIBE on any node after that ack finds it
      * (that node's barrier comes back after the broadcast). */
@@ -398,23 +405,32 @@ void router_group_deliver(broker_t *b, group_t *g, msg_t *m,
     route_step(rt);
 }
 
+typedef struct rsend {
+    sess_t *s;
+    const sub_t *sub;
+    uint64_t now;
+} rsend_t;
+
+static void on_retained_match(void *ctx, void *value)
+{
+    rsend_t *x = ctx;
+    msg_t *m = value;
+    if (m->expiry_at && m->expiry_at <= x->now)
+        return;
+    uint32_t subid = x->sub->sub_id;
+    uint8_t qos = x->sub->qos < m->qos ? x->sub->qos : m->qos;
+    sess_deliver(x->s, m, qos, true, subid ? &subid : NULL, subid ? 1 : 0, 0,
+                 NULL);
+}
+
 void router_send_retained(broker_t *b, sess_t *s, const char *filter,
                           size_t flen, const sub_t *sub)
 {
-    size_t cur = 0;
-    void *v;
-    uint64_t now = sl_now_ms();
-    uint32_t subid = sub->sub_id;
-    while (map_next(b->retained, &cur, NULL, NULL, &v)) {
-        msg_t *m = v;
-        if (!topic_matches(filter, flen, m->topic, m->topic_len))
-            continue;
-        if (m->expiry_at && m->expiry_at <= now)
-            continue;
-        uint8_t qos = sub->qos < m->qos ? sub->qos : m->qos;
-        sess_deliver(s, m, qos, true, subid ? &subid : NULL, subid ? 1 : 0,
-                     0, NULL);
-    }
+    rsend_t x = {s, sub, sl_now_ms()};
+    if (rtree_match(b->retained, filter, flen, on_retained_match, &x) !=
+        SL_OK)
+        log_warning("out of memory: retained messages for '%.*s' not sent",
+                    (int)flen, filter);
 }
 
 void router_fini(broker_t *b)

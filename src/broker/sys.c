@@ -55,7 +55,7 @@ void sys_publish(broker_t *b)
     sys_u64(b, "messages/dropped", st->dropped_queue_full +
                                        st->dropped_too_large +
                                        st->dropped_expired);
-    sys_u64(b, "retained messages/count", map_count(b->retained));
+    sys_u64(b, "retained messages/count", rtree_count(b->retained));
     sys_u64(b, "store/errors", st->store_errors);
     sys_u64(b, "store/ready", store_ready(b->store));
     sys_u64(b, "protocol/errors", st->protocol_errors);

@@ -1146,14 +1146,7 @@ static void rx_retain(cluster_t *c, rbuf_t *r)
     msg_t *m = rb_msg(r);
     if (r->bad || !m)
         return;
-    void *old = NULL;
-    if (m->payload_len == 0)
-        old = map_del(c->b->retained, m->topic, m->topic_len);
-    else if (map_put(c->b->retained, m->topic, m->topic_len, msg_ref(m),
-                     &old) != SL_OK)
-        msg_unref(&m);
-    msg_t *om = old;
-    msg_unref(&om);
+    router_retained_index(c->b, m);
     msg_unref(&m);
 }
 
