@@ -62,6 +62,10 @@
 #define RELOAD_EVERY 5           /* heartbeats between full route reloads */
 #define BATCH_MAX (256u * 1024)  /* flush a node's batch at this size */
 #define MAX_NODES 256
+/* After the store lost its data (restarted without persistence), no node
+ * is declared dead for this long: every live node writes its heartbeat
+ * again within its reconnect backoff (2 s) plus one heartbeat. */
+#define STORE_LOSS_GRACE_MS 6000
 
 enum {
     REC_MSG = 'M',        /* to a node: a message for its subscribers */
@@ -162,6 +166,8 @@ struct cluster {
     bool stopping;
     uint64_t sent, received;
     uint64_t resyncs;          /* route tables reloaded after a gap */
+    char mark[96];             /* the store's sl:mark when we first saw it */
+    uint64_t grace_until;      /* sl_mono_ms(): no death declared before */
 };
 
 /* ---- byte buffers ------------------------------------------------------ */
@@ -702,6 +708,8 @@ static void on_alive(void *ctx, const redisReply *r, int status)
         return;
     peer_t *p = &c->peers[a->peer];
     bool alive = r->integer == 1;
+    if (!alive && sl_mono_ms() < c->grace_until)
+        return; /* the store forgot every heartbeat: wait for them */
     if (alive && !p->alive) {
         log_info("cluster: node '%s' is back", p->id);
         p->dead_handled = false;
@@ -729,7 +737,8 @@ static void on_nodes(void *ctx, const redisReply *r, int status)
             listed = k->type == REDIS_REPLY_STRING &&
                      !strcmp(k->str, c->peers[p].id);
         }
-        if (!listed && c->peers[p].alive) {
+        if (!listed && c->peers[p].alive &&
+            sl_mono_ms() >= c->grace_until) {
             c->peers[p].alive = false;
             if (!c->peers[p].dead_handled) {
                 c->peers[p].dead_handled = true;
@@ -762,10 +771,47 @@ static void on_nodes(void *ctx, const redisReply *r, int status)
     }
 }
 
+/* sl:mark holds a random value written once: when it is gone or another
+ * one, the store lost its data, and with it every heartbeat and route. */
+static void on_mark(void *ctx, const redisReply *r, int status)
+{
+    cluster_t *c = *(cluster_t **)ctx;
+    if (status != SL_OK || !r || r->type != REDIS_REPLY_STRING)
+        return;
+    if (!c->mark[0]) {
+        snprintf(c->mark, sizeof(c->mark), "%.*s", (int)r->len, r->str);
+        return;
+    }
+    if (strlen(c->mark) == r->len && !memcmp(c->mark, r->str, r->len))
+        return;
+    snprintf(c->mark, sizeof(c->mark), "%.*s", (int)r->len, r->str);
+    c->grace_until = sl_mono_ms() + STORE_LOSS_GRACE_MS;
+    log_warning("cluster: the store lost its data (restarted without "
+                "persistence?); no node is declared dead for %d s while "
+                "they write their state again",
+                STORE_LOSS_GRACE_MS / 1000);
+}
+
 static void heartbeat(cluster_t *c)
 {
     char key[300];
     rcmd_t cmd;
+    char mark[40];
+    snprintf(mark, sizeof(mark), "%llx-%08x", (unsigned long long)sl_now_ms(),
+             (unsigned)rand());
+    rcmd_init(&cmd, c->url.prefix);
+    rcmd_str(&cmd, "SET");
+    cmd.key = cmd.argc;
+    rcmd_key(&cmd, "mark");
+    rcmd_str(&cmd, mark);
+    rcmd_str(&cmd, "NX");
+    rclient_send(c->cl, &cmd, 0, on_published, &c, sizeof(c), NULL, 0);
+    rcmd_init(&cmd, c->url.prefix);
+    rcmd_str(&cmd, "GET");
+    cmd.key = cmd.argc;
+    rcmd_key(&cmd, "mark");
+    rclient_send(c->cl, &cmd, 0, on_mark, &c, sizeof(c), NULL, 0);
+
     snprintf(key, sizeof(key), "node:%s:alive", c->id);
     rcmd_init(&cmd, c->url.prefix);
     rcmd_str(&cmd, "SET");

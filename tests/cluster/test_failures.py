@@ -127,7 +127,9 @@ def test_store_restart(cluster_factory, redis_private, client_factory, topic,
                        appendonly):
     """The standalone store stops and comes back on the same port: every
     node reconnects by itself (log), subscriptions made after the restart
-    route across nodes, and so do those made before it."""
+    route across nodes, and so do those made before it. No node is taken
+    for dead meanwhile, even when the store comes back empty (no will of a
+    client still connected is published)."""
     redis = redis_private(appendonly=appendonly)
     cl = cluster_factory(standalone_url(redis))
     a, b, c = cl
@@ -136,6 +138,11 @@ def test_store_restart(cluster_factory, redis_private, client_factory, topic,
     t_before, t_after = f"{topic}/before", f"{topic}/after"
     assert before.subscribe(t_before, 1) == [1]
     wait_route(pub, before, t_before)
+    t_will = f"{topic}/will"
+    watcher = client_factory(a)
+    assert watcher.subscribe(t_will, 1) == [1]
+    wait_route(client_factory(c), watcher, t_will)
+    client_factory(b, will=(t_will, b"b-is-gone", 1, False))
 
     marks = [n.log_mark() for n in cl]
     redis.stop()
@@ -159,3 +166,7 @@ def test_store_restart(cluster_factory, redis_private, client_factory, topic,
     wait_route(pub, before, t_before, timeout=10)
     pub.publish(t_before, b"old", qos=1)
     assert before.expect_message().payload == b"old"
+    for n, mark in zip(cl, marks):
+        assert not n.wait_log(r"stopped heartbeating", 0.1, mark), \
+            f"{n}: took a live node for dead"
+    watcher.expect_no_message(0.5)
