@@ -60,6 +60,7 @@ static const char *const method_names[] = {"post", "get", NULL};
 static const char *const policy_names[] = {"deny", "allow", "ignore", NULL};
 static const char *const anon_names[] = {"auto", "true", "false", NULL};
 static const char *const deny_action_names[] = {"drop", "disconnect", NULL};
+static const char *const tls_version_names[] = {"tls1.2", "tls1.3", NULL};
 static const char *const webhook_event_names[] = {
     "client.connected",     "client.disconnected",  "session.subscribed",
     "session.unsubscribed", "message.publish",      NULL};
@@ -77,12 +78,15 @@ _Static_assert(ANON_AUTO == 0 && ANON_TRUE == 1 && ANON_FALSE == 2,
                "anon_names follows anon_t");
 _Static_assert(ACL_DENY_DROP == 0 && ACL_DENY_DISCONNECT == 1,
                "deny_action_names follows acl_deny_action_t");
+_Static_assert(TLS_MIN_1_2 == 0 && TLS_MIN_1_3 == 1,
+               "tls_version_names follows tls_min_version_t");
 _Static_assert(sizeof(queue_drop_t) == sizeof(int) &&
                    sizeof(shared_strategy_t) == sizeof(int) &&
                    sizeof(auth_method_t) == sizeof(int) &&
                    sizeof(auth_policy_t) == sizeof(int) &&
                    sizeof(anon_t) == sizeof(int) &&
-                   sizeof(acl_deny_action_t) == sizeof(int),
+                   sizeof(acl_deny_action_t) == sizeof(int) &&
+                   sizeof(tls_min_version_t) == sizeof(int),
                "enum keys are stored as int");
 
 static int check_store(const char *value, char *msg, size_t len);
@@ -119,6 +123,28 @@ static const option_t options[] = {
         "Address the MQTT TCP listener binds to."),
     INT(port, 0, 65535, "1883", FIXED,
         "TCP port of the MQTT listener; 0 = no plain TCP listener."),
+    INT(tls_port, 0, 65535, "0", FIXED,
+        "Port of the MQTT over TLS listener (8883 is usual), on the bind "
+        "address; 0 = no TLS listener. Needs tls_cert_file and "
+        "tls_key_file."),
+    STR(tls_cert_file, NULL, FIXED, NULL,
+        "PEM file of the TLS listener's certificate chain, the server "
+        "certificate first; read at start (unreadable = no start)."),
+    STR(tls_key_file, NULL, FIXED, NULL,
+        "PEM file of the private key of tls_cert_file (unencrypted)."),
+    STR(tls_ca_file, NULL, FIXED, NULL,
+        "PEM file of the CA certificates client certificates are verified "
+        "against; unset = clients are not asked for a certificate."),
+    BOOL(tls_require_client_cert, "false", FIXED,
+        "Mutual TLS: refuse a TLS client without a certificate signed by "
+        "tls_ca_file (which it needs); false = a certificate a client "
+        "offers is verified, none is fine."),
+    ENUM(tls_min_version, tls_version_names, "tls1.2", FIXED,
+        "Oldest TLS version the TLS listener accepts."),
+    STR(tls_ciphers, NULL, FIXED, NULL,
+        "OpenSSL cipher list for TLS 1.2 connections (e.g. "
+        "ECDHE+AESGCM:ECDHE+CHACHA20); unset = OpenSSL's default. TLS 1.3 "
+        "uses OpenSSL's default suites."),
 
     /* logging */
     LOGLEVEL(log_level, "info", RELOAD,

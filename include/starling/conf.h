@@ -68,10 +68,22 @@ typedef enum {
     ACL_DENY_DISCONNECT = 1, /* close the connection */
 } acl_deny_action_t;
 
+typedef enum {
+    TLS_MIN_1_2 = 0, /* TLS 1.2 and 1.3 */
+    TLS_MIN_1_3 = 1, /* TLS 1.3 only */
+} tls_min_version_t;
+
 typedef struct sl_conf {
     /* listeners */
     char *bind;                      /* "0.0.0.0" */
     int port;                        /* 1883; 0 = no plain TCP listener */
+    int tls_port;                    /* 0 = no TLS listener (8883 usual) */
+    char *tls_cert_file;             /* PEM chain, server certificate first */
+    char *tls_key_file;              /* PEM private key */
+    char *tls_ca_file;               /* NULL = no client certificates */
+    bool tls_require_client_cert;    /* false (needs tls_ca_file) */
+    tls_min_version_t tls_min_version; /* tls1.2 */
+    char *tls_ciphers;               /* TLS <= 1.2 list; NULL = OpenSSL's */
 
     /* logging */
     int log_level;                   /* SL_LOG_* (log.h); "info" */

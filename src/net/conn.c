@@ -1,5 +1,6 @@
 /*
- * conn.c - the TCP transport of one client, kept small for idle clients.
+ * conn.c - the transport of one client (TCP, or TLS over TCP), kept small
+ * for idle clients.
  *
  * A connection is a socket, one embedded libevent event and two evbuffers
  * that exist only while they hold bytes: an idle client costs the event and
@@ -16,10 +17,27 @@
  * event at the end of the loop iteration writes every dirty connection, so
  * everything a loop iteration produced for a client leaves in one syscall.
  * A connection whose socket is full waits for EV_WRITE.
+ *
+ * TLS is a variant of the same connection (tls_conn_t: the struct below
+ * plus an SSL*), so a plain TCP client pays nothing for it. The SSL object
+ * sits directly on the non-blocking socket rather than on memory BIOs:
+ * with memory BIOs every byte would be copied once more between our
+ * buffers and OpenSSL's, and each connection would keep two BIO buffers
+ * that never shrink, while on the socket OpenSSL releases its record
+ * buffers whenever they are empty (SSL_MODE_RELEASE_BUFFERS), so an idle
+ * TLS client costs little more than its SSL object. The batching is kept:
+ * output still collects in `out` during the loop iteration and leaves at
+ * the flush, one TLS record (one write) per 16 KiB. SSL_ERROR_WANT_READ /
+ * WANT_WRITE re-arm the one event for the direction OpenSSL needs. The
+ * handshake runs first, under the connect_timeout deadline that also
+ * covers CONNECT; a failure closes the connection without a word to the
+ * session (nothing was said yet), is logged and counted
+ * (stats.tls_handshake_errors, $SYS/broker/tls/handshake_errors).
  */
 #include "../broker/internal.h"
 
 #include "starling/log.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -47,14 +65,31 @@ struct conn {
     bool dirty;
     bool closing;                /* close once `out` is written */
     bool added;
+    bool tls;                    /* this is a tls_conn_t */
 };
+
+/* The TLS variant (allocated only for clients of the TLS listener). */
+typedef struct tls_conn {
+    struct conn c;
+    SSL *ssl;
+    bool ready;                  /* handshake done */
+    bool failed;                 /* fatal TLS error: no close_notify */
+    bool read_wants_write;       /* SSL_read waits for EV_WRITE */
+    bool write_wants_read;       /* SSL_write waits for EV_READ */
+} tls_conn_t;
+
+static inline tls_conn_t *tls_of(conn_t *c)
+{
+    return c->tls ? (tls_conn_t *)c : NULL;
+}
 
 static void on_io(evutil_socket_t fd, short what, void *arg);
 
 static void rearm(conn_t *c)
 {
     short what = EV_PERSIST;
-    if (c->reading)
+    tls_conn_t *t = tls_of(c);
+    if (c->reading || (t && t->write_wants_read))
         what |= EV_READ;
     if (c->want_write)
         what |= EV_WRITE;
@@ -80,6 +115,24 @@ conn_t *conn_new(broker_t *b, evutil_socket_t fd, sess_t *s)
     return c;
 }
 
+conn_t *conn_new_tls(broker_t *b, evutil_socket_t fd, sess_t *s,
+                     SSL_CTX *ctx)
+{
+    tls_conn_t *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    t->ssl = tls_new(ctx, fd);
+    if (!t->ssl) {
+        free(t);
+        return NULL;
+    }
+    t->c.b = b;
+    t->c.s = s;
+    t->c.fd = fd;
+    t->c.tls = true;
+    return &t->c;
+}
+
 void conn_free(conn_t *c)
 {
     if (!c)
@@ -99,6 +152,9 @@ void conn_free(conn_t *c)
         evbuffer_free(c->in);
     if (c->out)
         evbuffer_free(c->out);
+    tls_conn_t *t = tls_of(c);
+    if (t)
+        tls_free(t->ssl, t->ready && !t->failed);
     evutil_closesocket(c->fd);
     free(c);
 }
@@ -161,9 +217,10 @@ size_t conn_out_len(const conn_t *c)
     return c->out ? evbuffer_get_length(c->out) : 0;
 }
 
-/* Write what can be written now. Returns false when the connection failed
- * (the session has then been told). */
-static bool write_out(conn_t *c)
+/* Outcome of pushing `out` into the socket. */
+enum push { PUSH_DONE, PUSH_BLOCKED, PUSH_FAILED };
+
+static enum push push_plain(conn_t *c, char *why, size_t len)
 {
     while (c->out && evbuffer_get_length(c->out)) {
         int n = evbuffer_write(c->out, c->fd);
@@ -175,9 +232,58 @@ static bool write_out(conn_t *c)
                 c->want_write = true;
                 rearm(c);
             }
-            return true;
+            return PUSH_BLOCKED;
         }
-        sess_on_transport_closed(c->s, "connection error while writing");
+        snprintf(why, len, "connection error while writing");
+        return PUSH_FAILED;
+    }
+    return PUSH_DONE;
+}
+
+/* SSL_write may need the socket readable first (WANT_READ): then the event
+ * waits for EV_READ, even while the session's input is paused. */
+static enum push push_tls(conn_t *c, char *why, size_t len)
+{
+    tls_conn_t *t = tls_of(c);
+    char err[160];
+    while (c->out && evbuffer_get_length(c->out)) {
+        switch (tls_write(t->ssl, c->out, err, sizeof(err))) {
+        case TLS_IO_OK:
+            continue;
+        case TLS_IO_WANT_WRITE:
+            if (!c->want_write) {
+                c->want_write = true;
+                rearm(c);
+            }
+            return PUSH_BLOCKED;
+        case TLS_IO_WANT_READ:
+            t->write_wants_read = true;
+            c->want_write = false;
+            rearm(c);
+            return PUSH_BLOCKED;
+        case TLS_IO_EOF:
+            snprintf(why, len, "connection closed while writing");
+            return PUSH_FAILED;
+        case TLS_IO_ERROR:
+            t->failed = true;
+            snprintf(why, len, "TLS error while writing: %s", err);
+            return PUSH_FAILED;
+        }
+    }
+    return PUSH_DONE;
+}
+
+/* Write what can be written now. Returns false when the connection failed
+ * or closed (the session has then been told). */
+static bool write_out(conn_t *c)
+{
+    char why[200];
+    enum push r = c->tls ? push_tls(c, why, sizeof(why))
+                         : push_plain(c, why, sizeof(why));
+    if (r == PUSH_BLOCKED)
+        return true;
+    if (r == PUSH_FAILED) {
+        sess_on_transport_closed(c->s, why);
         return false;
     }
     if (c->out) {
@@ -256,49 +362,181 @@ void conn_resume(conn_t *c)
         c->reading = want;
         rearm(c);
     }
+    /* Records OpenSSL already read are not signalled by the socket. */
+    tls_conn_t *t = tls_of(c);
+    if (c->reading && t && t->ready && tls_pending(t->ssl))
+        event_active(&c->ev, EV_READ, 1);
 }
 
-static void on_readable(conn_t *c)
+static const char *closed_why(const conn_t *c)
+{
+    return c->in ? "connection closed by client in the middle of a packet"
+           : c->s->state == SESS_NEW
+               ? "connection closed by client before CONNECT"
+               : "connection closed by client";
+}
+
+/* Hand n bytes just read to the session, keeping the tail of an incomplete
+ * packet. Returns false when the connection is gone or closing. */
+static bool take_input(conn_t *c, const uint8_t *buf, size_t n)
 {
     sess_t *s = c->s;
-    uint8_t buf[READ_CHUNK];
-    ssize_t n = read(c->fd, buf, sizeof(buf));
-    if (n == 0) {
-        const char *why = c->in ? "connection closed by client in the "
-                                  "middle of a packet"
-                          : s->state == SESS_NEW
-                              ? "connection closed by client before CONNECT"
-                              : "connection closed by client";
-        sess_on_transport_closed(s, why);
-        return;
-    }
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            sess_on_transport_closed(s, "connection error");
-        return;
-    }
     if (c->in) {
-        if (evbuffer_add(c->in, buf, (size_t)n) != 0) {
+        if (evbuffer_add(c->in, buf, n) != 0) {
             sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
-            return;
+            return false;
         }
         conn_resume(c);
-        return;
+        return s->conn == c && s->state < SESS_CLOSING;
     }
-    size_t used = sess_feed(s, buf, (size_t)n);
+    size_t used = sess_feed(s, buf, n);
     if (s->conn != c || s->state >= SESS_CLOSING)
-        return;
-    if (used < (size_t)n) {
+        return false;
+    if (used < n) {
         c->in = evbuffer_new();
-        if (!c->in || evbuffer_add(c->in, buf + used, (size_t)n - used)) {
+        if (!c->in || evbuffer_add(c->in, buf + used, n - used)) {
             sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
-            return;
+            return false;
         }
     }
     if (s->paused || s->state == SESS_CLAIMING) {
         c->reading = false;
         rearm(c);
     }
+    return true;
+}
+
+static void on_readable(conn_t *c)
+{
+    uint8_t buf[READ_CHUNK];
+    ssize_t n = read(c->fd, buf, sizeof(buf));
+    if (n == 0) {
+        sess_on_transport_closed(c->s, closed_why(c));
+        return;
+    }
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            sess_on_transport_closed(c->s, "connection error");
+        return;
+    }
+    take_input(c, buf, (size_t)n);
+}
+
+/* Decrypt and feed until OpenSSL has nothing more already read (the socket
+ * does not signal what read-ahead took in) or the session pauses. */
+static void on_readable_tls(conn_t *c)
+{
+    tls_conn_t *t = tls_of(c);
+    sess_t *s = c->s;
+    uint8_t buf[READ_CHUNK];
+    char err[160], why[200];
+    do {
+        size_t n = 0;
+        switch (tls_read(t->ssl, buf, sizeof(buf), &n, err, sizeof(err))) {
+        case TLS_IO_OK:
+            if (!take_input(c, buf, n))
+                return;
+            break;
+        case TLS_IO_WANT_READ:
+            return;
+        case TLS_IO_WANT_WRITE:
+            t->read_wants_write = true;
+            c->want_write = true;
+            rearm(c);
+            return;
+        case TLS_IO_EOF:
+            sess_on_transport_closed(s, closed_why(c));
+            return;
+        case TLS_IO_ERROR:
+            t->failed = true;
+            snprintf(why, sizeof(why), "TLS error: %s", err);
+            sess_on_transport_closed(s, why);
+            return;
+        }
+    } while (c->reading && tls_pending(t->ssl));
+}
+
+/* The TLS connection never got up: close it, log, count. */
+static void handshake_failed(conn_t *c, tls_io_t r, const char *err)
+{
+    tls_conn_t *t = tls_of(c);
+    t->failed = true;
+    c->b->stats.tls_handshake_errors++;
+    if (r == TLS_IO_EOF)
+        log_debug("TLS handshake with %s: closed by the client", c->s->peer);
+    else
+        log_info("TLS handshake with %s failed: %s, closing", c->s->peer,
+                 err);
+    sess_on_transport_closed(c->s, NULL);
+}
+
+static void handshake_step(conn_t *c)
+{
+    tls_conn_t *t = tls_of(c);
+    char err[160];
+    tls_io_t r = tls_handshake(t->ssl, err, sizeof(err));
+    if (r == TLS_IO_EOF || r == TLS_IO_ERROR) {
+        handshake_failed(c, r, err);
+        return;
+    }
+    bool ww = r == TLS_IO_WANT_WRITE;
+    if (ww != c->want_write) {
+        c->want_write = ww;
+        rearm(c);
+    }
+    if (r != TLS_IO_OK)
+        return;
+    t->ready = true;
+    if (sl_log_level <= SL_LOG_DEBUG) {
+        char desc[96];
+        tls_describe(t->ssl, desc, sizeof(desc));
+        log_debug("TLS handshake with %s done: %s", c->s->peer, desc);
+    }
+    /* The client's first records may have come with its Finished. */
+    if (c->reading && tls_pending(t->ssl))
+        on_readable_tls(c);
+}
+
+static void on_timeout(conn_t *c)
+{
+    sess_t *s = c->s;
+    tls_conn_t *t = tls_of(c);
+    if (t && !t->ready)
+        handshake_failed(c, TLS_IO_ERROR,
+                         "no handshake within connect_timeout");
+    else if (c->closing)
+        sess_on_transport_closed(s, "client did not read its output");
+    else if (s->state == SESS_NEW)
+        sess_close(s, 0, "no CONNECT within connect_timeout");
+    else
+        sess_close(s, MQTT_RC_KEEPALIVE_TIMEOUT, "keepalive timeout");
+}
+
+static void on_io_tls(conn_t *c, short what)
+{
+    tls_conn_t *t = tls_of(c);
+    sess_t *s = c->s;
+    if (!t->ready) {
+        handshake_step(c);
+        return;
+    }
+    bool read_now = (what & EV_READ) && c->reading;
+    if ((what & EV_READ) && t->write_wants_read) {
+        t->write_wants_read = false;
+        rearm(c);
+        if (!write_out(c))
+            return;
+    }
+    if ((what & EV_WRITE) && s->conn == c) {
+        if (t->read_wants_write) {
+            t->read_wants_write = false;
+            read_now = c->reading;
+        }
+        if (!write_out(c))
+            return;
+    }
+    if (read_now && s->conn == c && c->reading)
+        on_readable_tls(c);
 }
 
 static void on_io(evutil_socket_t fd, short what, void *arg)
@@ -307,12 +545,9 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
     sess_t *s = c->s;
     sess_ref(s);
     if (what & EV_TIMEOUT) {
-        if (c->closing)
-            sess_on_transport_closed(s, "client did not read its output");
-        else if (s->state == SESS_NEW)
-            sess_close(s, 0, "no CONNECT within connect_timeout");
-        else
-            sess_close(s, MQTT_RC_KEEPALIVE_TIMEOUT, "keepalive timeout");
+        on_timeout(c);
+    } else if (c->tls) {
+        on_io_tls(c, what);
     } else {
         if ((what & EV_WRITE) && s->conn == c)
             write_out(c);

@@ -139,6 +139,12 @@ def starling_help(path):
     return _help_cache[key]
 
 
+class FreePort:
+    """A key value (e.g. tls_port=FreePort()): a free loopback port picked
+    when the broker starts, again on each retry of a fresh start, kept on
+    restart(); the port chosen is Broker.ports[key]."""
+
+
 def conf_value(v):
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -157,6 +163,7 @@ class Broker:
         self.workdir = Path(workdir)
         self.host = HOST
         self.port = None
+        self.ports = {}  # FreePort keys -> the port picked
         self.proc = None
         self.problems = []
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,6 +191,8 @@ class Broker:
         keys["port"] = self.port
         argv = [str(starling_bin())] + self.extra_args
         for k, v in keys.items():
+            if isinstance(v, FreePort):
+                v = self.ports.setdefault(k, free_port())
             argv += [f"--{k}", conf_value(v)]
         return argv
 
@@ -202,6 +211,8 @@ class Broker:
         clients know; retried briefly while it is still taken)."""
         for attempt in range(5):
             self.port = port or free_port()
+            if not port:
+                self.ports = {}
             argv = self.argv()
             with open(self.log_path, "ab") as log:
                 log.write(f"### {' '.join(argv)}\n".encode())

@@ -114,6 +114,13 @@ Test(conf, defaults)
     cr_assert_eq(c.max_session_expiry, 0xFFFFFFFFu);
     cr_assert_eq(c.shared_subscription_strategy, SHARED_ROUND_ROBIN);
     cr_assert_null(c.subscribe_deny);
+    cr_assert_eq(c.tls_port, 0, "no TLS listener unless asked");
+    cr_assert_null(c.tls_cert_file);
+    cr_assert_null(c.tls_key_file);
+    cr_assert_null(c.tls_ca_file);
+    cr_assert_not(c.tls_require_client_cert);
+    cr_assert_eq(c.tls_min_version, TLS_MIN_1_2);
+    cr_assert_null(c.tls_ciphers);
     cr_assert_null(c.config_file);
     cr_assert_eq(c.pinned, 0u);
 }
@@ -126,6 +133,24 @@ static void assert_set_fails(const char *key, const char *value,
     int rc = conf_set(&c, key, value, err, sizeof(err));
     cr_assert_eq(rc, SL_EINVAL, "%s %s: rc %d", key, value, rc);
     cr_assert_str_eq(err, expected_err);
+}
+
+Test(conf, tls_keys)
+{
+    cr_assert_eq(conf_set(&c, "tls_port", "8883", err, sizeof(err)), SL_OK);
+    cr_assert_eq(c.tls_port, 8883);
+    cr_assert_eq(conf_set(&c, "tls_min_version", "TLS1.3", err, sizeof(err)),
+                 SL_OK, "%s", err);
+    cr_assert_eq(c.tls_min_version, TLS_MIN_1_3);
+    assert_set_fails("tls_min_version", "tls1.1",
+                     "tls_min_version: expected tls1.2|tls1.3, got 'tls1.1'");
+    assert_set_fails("tls_port", "65536",
+                     "tls_port: '65536' is out of range 0..65535");
+    cr_assert_eq(conf_set(&c, "tls_cert_file", "/x/cert.pem", err,
+                          sizeof(err)), SL_OK);
+    cr_assert_str_eq(c.tls_cert_file, "/x/cert.pem");
+    cr_assert_eq(conf_set(&c, "tls_cert_file", "", err, sizeof(err)), SL_OK);
+    cr_assert_null(c.tls_cert_file, "an empty value unsets it");
 }
 
 Test(conf, set_int)
@@ -672,7 +697,7 @@ Test(conf, print_file_settings_are_the_defaults)
                      SL_OK, "%s", err);
         settings++;
     }
-    cr_assert_eq(settings, 45, "one setting per key");
+    cr_assert_eq(settings, 52, "one setting per key");
     cr_assert_eq(d.port, c.port);
     cr_assert_eq(d.max_qos, c.max_qos);
     cr_assert_str_eq(d.bind, c.bind);
