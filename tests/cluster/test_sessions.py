@@ -301,6 +301,20 @@ def collect(members, n, timeout=10):
     return got
 
 
+def group_exactly_once(pub, members, group, topic, n=30):
+    """members join $share/<group>/<topic>; n QoS 1 messages from pub reach
+    one member each (none lost, none twice), every member getting some."""
+    for m in members:
+        assert m.subscribe(f"$share/{group}/{topic}", 1) == [1]
+    wait_group_routes(pub, members, topic)
+    for i in range(n):
+        pub.publish(topic, f"s{i}".encode(), qos=1)
+    got = collect(members, n)
+    everything = sorted(p for per in got for p in payloads(per))
+    assert everything == sorted(f"s{i}".encode() for i in range(n))
+    assert all(got), f"a member got nothing: {[len(g) for g in got]}"
+
+
 @pytest.mark.parametrize("where", ["other-nodes", "with-publisher-node"])
 def test_shared_group_spanning_nodes(cluster3, client_factory, topic, where):
     """Members on several nodes: each message reaches exactly one member of
@@ -308,17 +322,7 @@ def test_shared_group_spanning_nodes(cluster3, client_factory, topic, where):
     a, b, c = cluster3
     nodes = (b, c) if where == "other-nodes" else (a, b, c)
     members = [client_factory(n) for n in nodes]
-    for m in members:
-        assert m.subscribe(f"$share/g/{topic}", 1) == [1]
-    pub = client_factory(a)
-    wait_group_routes(pub, members, topic)
-    n = 30
-    for i in range(n):
-        pub.publish(topic, f"s{i}".encode(), qos=1)
-    got = collect(members, n)
-    everything = sorted(p for per in got for p in payloads(per))
-    assert everything == sorted(f"s{i}".encode() for i in range(n))
-    assert all(got), f"a member got nothing: {[len(g) for g in got]}"
+    group_exactly_once(client_factory(a), members, "g", topic)
 
 
 def test_shared_group_persistent_member_on_other_node(
@@ -328,18 +332,7 @@ def test_shared_group_persistent_member_on_other_node(
     a, b, c = cluster3
     pm = persistent(client_factory, b, cid_for("gp"), "311")
     cm = client_factory(c)
-    members = [pm, cm]
-    for m in members:
-        assert m.subscribe(f"$share/gp/{topic}", 1) == [1]
-    pub = client_factory(a)
-    wait_group_routes(pub, members, topic)
-    n = 30
-    for i in range(n):
-        pub.publish(topic, f"s{i}".encode(), qos=1)
-    got = collect(members, n)
-    everything = sorted(p for per in got for p in payloads(per))
-    assert everything == sorted(f"s{i}".encode() for i in range(n))
-    assert all(got), f"a member got nothing: {[len(g) for g in got]}"
+    group_exactly_once(client_factory(a), [pm, cm], "gp", topic)
 
 
 def test_online_persistent_subscriber_fed_from_a_restarted_node(
