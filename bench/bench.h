@@ -34,6 +34,7 @@
 struct event_base;
 struct event;
 struct bufferevent;
+struct ssl_ctx_st;
 
 #define BENCH_HDR_SIZE 16 /* u32 publisher, u32 sequence, u64 send time */
 #define BENCH_MAX_SIZE (16u * 1024 * 1024)
@@ -110,6 +111,9 @@ typedef struct bench_opts {
     int src_addrs;     /* 127.0.0.x source addresses to spread over */
     bool same_topic;   /* fanin: every publisher on one topic */
     bool strict;       /* any loss (even QoS 0) fails the run */
+    bool tls;          /* MQTT over TLS (every client) */
+    const char *cafile; /* verify the broker against these CAs; NULL =
+                           no verification */
     double settle;     /* s between setup and run */
     double drain;      /* s without progress that ends the drain */
     char prefix[64];   /* topic prefix keeping concurrent runs apart */
@@ -244,6 +248,8 @@ typedef struct bench {
     _Atomic int phase;
     _Atomic uint64_t t_deadline; /* ns: publishers stop (duration mode) */
     uint8_t *payload_fill;
+    struct ssl_ctx_st *ssl_ctx;  /* --tls: shared by every worker (SSL_new
+                                    is thread-safe on one SSL_CTX) */
 } bench_t;
 
 uint64_t bench_now(void);
@@ -267,6 +273,9 @@ static inline uint64_t bench_count_get(_Atomic uint64_t *c)
     return atomic_load_explicit(c, memory_order_acquire);
 }
 
+/* The client side of --tls (client.c): an SSL_CTX verifying against
+ * o->cafile, or not verifying without one. NULL with a message on stderr. */
+struct ssl_ctx_st *client_tls_ctx(const bench_opts_t *o);
 /* Start a connection attempt for c with its current flags. */
 int client_start(client_t *c);
 /* Begin a graceful close (DISCONNECT, then wait for the broker to close). */

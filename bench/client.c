@@ -15,6 +15,12 @@
  *
  * A client struct lives for the whole run; only its bufferevent comes and
  * goes, so callbacks never see a freed client.
+ *
+ * With --tls the bufferevent is libevent's OpenSSL one on a non-blocking
+ * socket the client connects itself: the TCP connect, then the handshake,
+ * and BEV_EVENT_CONNECTED only when the handshake is done, so the CONNECT
+ * time of a client includes its TLS handshake (a full one each time: no
+ * session is resumed).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -24,9 +30,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "starling/err.h"
 #include "starling/mqtt.h"
@@ -229,6 +240,87 @@ static int bound_socket(const bench_opts_t *op, uint32_t index)
     return fd;
 }
 
+struct ssl_ctx_st *client_tls_ctx(const bench_opts_t *o)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx)
+        return NULL;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    if (o->cafile) {
+        if (SSL_CTX_load_verify_locations(ctx, o->cafile, NULL) != 1) {
+            char buf[160];
+            ERR_error_string_n(ERR_get_error(), buf, sizeof(buf));
+            fprintf(stderr, "starling-bench: --cafile %s: %s\n", o->cafile,
+                    buf);
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    return ctx;
+}
+
+/* An SSL for one connection to `host`: SNI for a name, and with --cafile
+ * the certificate must match the name or address. */
+static SSL *tls_for(const bench_t *b, bool sub)
+{
+    const char *host = sub && b->o.sub_host ? b->o.sub_host : b->o.host;
+    SSL *ssl = SSL_new(b->ssl_ctx);
+    if (!ssl)
+        return NULL;
+    struct in_addr a;
+    bool ip = inet_pton(AF_INET, host, &a) == 1;
+    if (!ip)
+        SSL_set_tlsext_host_name(ssl, host);
+    if (b->o.cafile) {
+        X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+        if (ip)
+            X509_VERIFY_PARAM_set1_ip_asc(param, host);
+        else
+            SSL_set1_host(ssl, host);
+    }
+    return ssl;
+}
+
+/* --tls: a socket connecting to a, wrapped in an OpenSSL bufferevent that
+ * starts the handshake once the TCP connect is done. */
+static struct bufferevent *tls_connect(client_t *c, int fd,
+                                       const struct sockaddr_in *a)
+{
+    bench_t *b = c->w->b;
+    if (fd < 0) {
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0 || evutil_make_socket_nonblocking(fd) < 0) {
+            if (fd >= 0)
+                close(fd);
+            return NULL;
+        }
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    SSL *ssl = NULL;
+    if ((connect(fd, (const struct sockaddr *)a, sizeof(*a)) < 0 &&
+         errno != EINPROGRESS) ||
+        !(ssl = tls_for(b, c->to_sub_addr))) {
+        close(fd);
+        return NULL;
+    }
+    struct bufferevent *bev = bufferevent_openssl_socket_new(
+        c->w->base, fd, ssl, BUFFEREVENT_SSL_CONNECTING,
+        BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        SSL_free(ssl);
+        close(fd);
+        return NULL;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
 int client_start(client_t *c)
 {
     worker_t *w = c->w;
@@ -242,11 +334,15 @@ int client_start(client_t *c)
         if (fd < 0)
             return SL_EIO;
     }
-    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    const struct sockaddr_in *a = c->to_sub_addr ? &b->sub_addr : &b->addr;
+    if (b->ssl_ctx)
+        c->bev = tls_connect(c, fd, a);
+    else
+        c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (!c->bev) {
-        if (fd >= 0)
+        if (fd >= 0 && !b->ssl_ctx)
             close(fd);
-        return SL_ENOMEM;
+        return b->ssl_ctx ? SL_EIO : SL_ENOMEM;
     }
     bench_count_add(&w->open, 1);
     c->failed = false;
@@ -255,8 +351,8 @@ int client_start(client_t *c)
     w->pending++;
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
-    const struct sockaddr_in *a = c->to_sub_addr ? &b->sub_addr : &b->addr;
-    if (bufferevent_socket_connect(c->bev, (const struct sockaddr *)a,
+    if (!b->ssl_ctx &&
+        bufferevent_socket_connect(c->bev, (const struct sockaddr *)a,
                                    sizeof(*a)) < 0) {
         fail(c, strerror(errno));
         return SL_EIO;
@@ -294,7 +390,6 @@ static void on_connected(client_t *c)
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     client_t *c = arg;
-    (void)bev;
     if (what & BEV_EVENT_CONNECTED) {
         on_connected(c);
         return;
@@ -306,7 +401,15 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     int err = EVUTIL_SOCKET_ERROR();
-    if (what & BEV_EVENT_EOF)
+    unsigned long tls_err = c->w->b->ssl_ctx
+                                ? bufferevent_get_openssl_error(bev)
+                                : 0;
+    if (tls_err) {
+        char why[160];
+        snprintf(why, sizeof(why), "TLS: ");
+        ERR_error_string_n(tls_err, why + 5, sizeof(why) - 5);
+        fail(c, why);
+    } else if (what & BEV_EVENT_EOF)
         fail(c, "connection closed by the broker");
     else
         fail(c, err ? evutil_socket_error_to_string(err) : "socket error");
@@ -769,7 +872,8 @@ void client_sweep(client_t *c, uint64_t now)
     case CS_CONNACK:
     case CS_SUBACK:
         if (now - c->t_state > STATE_TIMEOUT_NS)
-            fail(c, c->state == CS_CONNECTING ? "TCP connect timed out"
+            fail(c, c->state == CS_CONNECTING
+                        ? "TCP connect (or TLS handshake) timed out"
                     : c->state == CS_CONNACK  ? "no CONNACK within 10 s"
                                               : "no SUBACK within 10 s");
         break;

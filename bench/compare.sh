@@ -15,11 +15,15 @@
 #   IDLE_CONNS=N     idle connections held (10000; QUICK: 2000); bounded by
 #                    the descriptor limit (ulimit -n)
 #   STORM_CONNS=N    connstorm connections (20000; QUICK: 3000)
+#   STORM_TLS_CONNS=N  connstorm-tls connections (10000; QUICK: 2000); both
+#                    brokers get a TLS listener with the same throwaway
+#                    certificate (ECDSA P-256, self-signed, made by openssl
+#                    into the results directory); the bench verifies it
 #   PERSIST_SUBS=N, PERSIST_MSGS=N  persist: subscribers (1000; QUICK: 500)
 #                    and messages per publisher (5; QUICK: 2), 100 publishers
 #   SCENARIOS="..."  subset, from: pairs-q0 fanin-q0 fanout-q0 pairs-q1
-#                    pairs-q1-lat wildcard-q1 connstorm idle persist
-#                    persist-redis crossnode crossnode-nobatch
+#                    pairs-q1-lat wildcard-q1 connstorm connstorm-tls idle
+#                    persist persist-redis crossnode crossnode-nobatch
 #   BENCH_THREADS=N  starling-bench threads (1 on a machine of 2 cores or
 #                    less, so the broker keeps a core of its own; else 2)
 #   TIME_BUDGET=S    scenarios not started after S seconds are skipped
@@ -32,15 +36,17 @@ QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
     ROUNDS=${ROUNDS:-1}; DURATION=${DURATION:-1}
     IDLE_CONNS=${IDLE_CONNS:-2000}; STORM_CONNS=${STORM_CONNS:-3000}
+    STORM_TLS_CONNS=${STORM_TLS_CONNS:-2000}
     PERSIST_SUBS=${PERSIST_SUBS:-500}; PERSIST_MSGS=${PERSIST_MSGS:-2}
     TIME_BUDGET=${TIME_BUDGET:-120}
 else
     ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-5}
     IDLE_CONNS=${IDLE_CONNS:-10000}; STORM_CONNS=${STORM_CONNS:-20000}
+    STORM_TLS_CONNS=${STORM_TLS_CONNS:-10000}
     PERSIST_SUBS=${PERSIST_SUBS:-1000}; PERSIST_MSGS=${PERSIST_MSGS:-5}
     TIME_BUDGET=${TIME_BUDGET:-840}
 fi
-SCENARIOS=${SCENARIOS:-"pairs-q0 fanin-q0 fanout-q0 pairs-q1 pairs-q1-lat wildcard-q1 connstorm idle persist persist-redis crossnode crossnode-nobatch"}
+SCENARIOS=${SCENARIOS:-"pairs-q0 fanin-q0 fanout-q0 pairs-q1 pairs-q1-lat wildcard-q1 connstorm connstorm-tls idle persist persist-redis crossnode crossnode-nobatch"}
 if [ "$(nproc)" -le 2 ]; then BENCH_THREADS=${BENCH_THREADS:-1}; else BENCH_THREADS=${BENCH_THREADS:-2}; fi
 BUILD_DIR=${BUILD_DIR:-$ROOT/build-release}
 STARLING=${STARLING:-$BUILD_DIR/starling}
@@ -53,6 +59,7 @@ MAX_QUEUED=${MAX_QUEUED:-1000}
 
 RESDIR=$ROOT/bench/results-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$RESDIR"
+TLSDIR=$RESDIR/tls
 RESULTS=$RESDIR/results.jsonl
 : > "$RESULTS"
 NOTES=()
@@ -121,7 +128,22 @@ starling_start() {
     echo $!
 }
 
-# mosquitto_start PORT [BRIDGE_TO_PORT QOS] -> prints the pid
+# tls_material: a throwaway self-signed certificate and key for 127.0.0.1
+# in $TLSDIR (once per run), used by both brokers and trusted by the bench.
+tls_material() {
+    [ -s "$TLSDIR/server.pem" ] && return 0
+    mkdir -p "$TLSDIR"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+        -nodes -days 2 -subj /CN=127.0.0.1 \
+        -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
+        -keyout "$TLSDIR/server.key" -out "$TLSDIR/server.pem" \
+        >>"$TLSDIR/openssl.log" 2>&1 || return 1
+    # Mosquitto started as root reads it as user mosquitto (throwaway key).
+    chmod 755 "$TLSDIR" && chmod 644 "$TLSDIR/server.key" "$TLSDIR/server.pem"
+}
+
+# mosquitto_start PORT [BRIDGE_TO_PORT QOS] -> prints the pid; with
+# MOSQ_TLS_PORT set, also a TLS listener on that port ($TLSDIR's certificate)
 mosquitto_start() {
     local port=$1 bridge=${2:-} qos=${3:-0} conf=$RESDIR/mosquitto-$1.conf
     cat >"$conf" <<EOF
@@ -136,6 +158,13 @@ log_type error
 log_type warning
 connection_messages false
 EOF
+    if [ -n "${MOSQ_TLS_PORT:-}" ]; then
+        cat >>"$conf" <<EOF
+listener $MOSQ_TLS_PORT 127.0.0.1
+certfile $TLSDIR/server.pem
+keyfile $TLSDIR/server.key
+EOF
+    fi
     if [ -n "$bridge" ]; then
         cat >>"$conf" <<EOF
 connection node-a
@@ -163,6 +192,7 @@ scenario_args() {
     pairs-q1-lat) echo "--scenario pairs --pairs 10 --qos 1 --rate 1000 --duration $d" ;;
     wildcard-q1) echo "--scenario wildcard --pubs 8 --subs 64 --qos 1 --rate 100 --duration $d" ;;
     connstorm) echo "--scenario connstorm --clients $STORM_CONNS --concurrency 100" ;;
+    connstorm-tls) echo "--scenario connstorm --clients $STORM_TLS_CONNS --concurrency 100 --tls --cafile $TLSDIR/server.pem" ;;
     idle) echo "--scenario idle --clients $IDLE_CONNS --duration 2" ;;
     persist | persist-redis) echo "--scenario persist --subs $PERSIST_SUBS --pubs 100 --msgs $PERSIST_MSGS --qos 1" ;;
     crossnode | crossnode-nobatch) echo "--scenario crossnode --pairs 10 --qos 0 --duration $d --settle 1" ;;
@@ -230,26 +260,38 @@ redis_start() {
 }
 
 run_single() {
-    local broker=$1 sid=$2 rnd=$3 port pid args rport
+    local broker=$1 sid=$2 rnd=$3 port pid args rport tport="" bport
     args=$(scenario_args "$sid")
     port=$(free_port)
+    bport=$port
     PIDS=()
+    if [ "$sid" = connstorm-tls ]; then
+        if ! tls_material; then
+            start_failed "$broker" "$sid" "$rnd" "no TLS certificate (openssl failed)"
+            return
+        fi
+        tport=$(free_port)
+        bport=$tport
+    fi
     if [ "$broker" = starling ] && [ "$sid" = persist-redis ]; then
         redis_start >"$RESDIR/rport"
         rport=$(cat "$RESDIR/rport")
         pid=$(starling_start "$port" --store "redis://127.0.0.1:$rport")
+    elif [ "$broker" = starling ] && [ -n "$tport" ]; then
+        pid=$(starling_start "$port" --tls_port "$tport" \
+            --tls_cert_file "$TLSDIR/server.pem" --tls_key_file "$TLSDIR/server.key")
     elif [ "$broker" = starling ]; then
         pid=$(starling_start "$port")
     else
-        pid=$(mosquitto_start "$port")
+        pid=$(MOSQ_TLS_PORT=$tport mosquitto_start "$port")
     fi
     PIDS+=("$pid")
-    if ! wait_port "$port"; then
+    if ! wait_port "$port" || ! wait_port "$bport"; then
         start_failed "$broker" "$sid" "$rnd" "broker did not start"
         return
     fi
     # shellcheck disable=SC2086
-    bench_run "$broker" "$sid" "$rnd" "$pid" $args --host 127.0.0.1 --port "$port"
+    bench_run "$broker" "$sid" "$rnd" "$pid" $args --host 127.0.0.1 --port "$bport"
     stop_all
 }
 
@@ -338,7 +380,8 @@ machine = {
     "starling": out(env["STARLING"] + " --version 2>&1 | head -1") or "not available",
     "starling git revision": rev,
     "settings": ("ROUNDS=%(ROUNDS)s DURATION=%(DURATION)s s, IDLE_CONNS=%(IDLE_CONNS)s, "
-                 "STORM_CONNS=%(STORM_CONNS)s, bench threads %(BENCH_THREADS)s, "
+                 "STORM_CONNS=%(STORM_CONNS)s, STORM_TLS_CONNS=%(STORM_TLS_CONNS)s, "
+                 "bench threads %(BENCH_THREADS)s, "
                  "max_inflight_messages %(MAX_INFLIGHT)s, max_queued_messages "
                  "%(MAX_QUEUED)s (both brokers), descriptor limit %(NOFILE)s") % env,
 }
@@ -392,7 +435,8 @@ if [ "$BROKERS" != mosquitto ] && ! command -v redis-server >/dev/null; then
 fi
 
 MACHINE=$(facts MOSQUITTO="$MOSQUITTO" STARLING="$STARLING" ROUNDS="$ROUNDS" DURATION="$DURATION" \
-    IDLE_CONNS="$IDLE_CONNS" STORM_CONNS="$STORM_CONNS" BENCH_THREADS="$BENCH_THREADS" \
+    IDLE_CONNS="$IDLE_CONNS" STORM_CONNS="$STORM_CONNS" STORM_TLS_CONNS="$STORM_TLS_CONNS" \
+    BENCH_THREADS="$BENCH_THREADS" \
     MAX_INFLIGHT="$MAX_INFLIGHT" MAX_QUEUED="$MAX_QUEUED" NOFILE="$NOFILE")
 
 for sid in $SCENARIOS; do
@@ -414,6 +458,7 @@ NOTES+=("Both brokers and the bench share this machine's $(nproc) cores (the ben
 NOTES+=("Unpaced runs measure what the subscribers received per second. Their publishers stay at most 5,000 deliveries ahead of the subscribers (starling-bench --backlog), so the broker always has work queued and the latency of those runs is mostly that queue; broker latency is compared at a fixed offered rate (pairs-q1-lat).")
 NOTES+=("Compare broker CPU with run time: a broker that used much less CPU than the run lasted was waiting for the bench (which has one core here), so its throughput figure is a lower bound.")
 NOTES+=("connstorm and idle spend most of their time in the kernel's TCP connection set-up and tear-down, which on loopback is charged to the bench as much as to the broker: with both on 2 cores the ratio understates the difference between brokers.")
+NOTES+=("connstorm-tls: both brokers listen for TLS with the same throwaway self-signed ECDSA P-256 certificate (openssl, made for the run; Mosquitto: listener + certfile/keyfile and its TLS defaults; Starling: tls_port and its defaults); the bench verifies the certificate and makes a full handshake per connection (no session resumption), so the figure is dominated by public-key work on both sides of the loopback, the bench's included.")
 NOTES+=("Mosquitto runs with persistence off; Starling with its memory store (single node), or a local redis-server started for the run (persist-redis, crossnode*). persist measures deliveries queued for offline persistent sessions per second of publishing (until every PUBACK arrived); the rate at which the reconnected sessions drain is the delivered msgs/s row. persist-redis is the same load with every queued delivery written to Redis before the publisher's PUBACK (Mosquitto keeps it in memory either way).")
 NOTES+=("Mosquitto crossnode is two Mosquitto brokers joined by a bridge (topic sb/# in 0), the nearest it has to a cluster. crossnode-nobatch is Starling's crossnode with cluster_batch off (one store PUBLISH per message instead of one per node and event-loop pass); its Mosquitto column is the same bridge.")
 NOTES+=("Raw results of this run: bench/$(basename "$RESDIR")/results.jsonl, one JSON line per run (kept on the machine that ran it, not committed).")

@@ -7,14 +7,19 @@
 # counts are worked out here, independently of the bench's own oracle.
 #
 # Usage:
-#   bench/smoke.sh [--broker BIN] [--port PORT [--sub-port PORT]] [--bench BIN]
+#   bench/smoke.sh [--broker BIN] [--port PORT [--sub-port PORT]
+#                  [--tls-port PORT --cafile FILE]] [--bench BIN]
 #
-#   --broker BIN   broker to start on a free loopback port (default
-#                  build/starling; a path ending in "mosquitto" gets a
-#                  generated Mosquitto config)
+#   --broker BIN   broker to start on a free loopback port, with a TLS
+#                  listener on another one (a throwaway certificate made by
+#                  openssl) (default build/starling; a path ending in
+#                  "mosquitto" gets a generated Mosquitto config)
 #   --port PORT    use a broker already listening on 127.0.0.1:PORT instead
 #   --sub-port P   crossnode: second node for the subscribers (default: the
 #                  same broker)
+#   --tls-port P   with --port: that broker's TLS port (the TLS cases are
+#                  skipped without it), its certificate verified with
+#                  --cafile FILE
 #   --bench BIN    default build/bench/starling-bench
 #
 # Prints one line per case and "N passed, N failed"; exits 1 on any failure.
@@ -25,13 +30,17 @@ BROKER=$ROOT/build/starling
 BENCH=$ROOT/build/bench/starling-bench
 PORT=""
 SUB_PORT=""
+TLS_PORT=""
+CAFILE=""
 while [ $# -gt 0 ]; do
     case $1 in
     --broker) BROKER=$2; shift 2 ;;
     --port) PORT=$2; shift 2 ;;
     --sub-port) SUB_PORT=$2; shift 2 ;;
+    --tls-port) TLS_PORT=$2; shift 2 ;;
+    --cafile) CAFILE=$2; shift 2 ;;
     --bench) BENCH=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "smoke: unknown argument $1" >&2; exit 64 ;;
     esac
 done
@@ -59,20 +68,45 @@ wait_port() {
     return 1
 }
 
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# A self-signed certificate for 127.0.0.1; CAFILE is the certificate itself.
+tls_material() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+        -nodes -days 2 -subj /CN=127.0.0.1 \
+        -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
+        -keyout "$TMP/tls.key" -out "$TMP/tls.pem" >"$TMP/openssl.log" 2>&1 || {
+        echo "smoke: openssl could not make a certificate" >&2
+        cat "$TMP/openssl.log" >&2
+        exit 1
+    }
+    # Mosquitto started as root reads it as user mosquitto (throwaway key).
+    chmod 644 "$TMP/tls.key" "$TMP/tls.pem"
+    CAFILE=$TMP/tls.pem
+}
+
 start_broker() {
-    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    PORT=$(free_port)
+    TLS_PORT=$(free_port)
+    tls_material
     case $BROKER in
     *mosquitto)
         printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_connections -1\nlog_dest stderr\nlog_type error\n' \
             "$PORT" >"$TMP/mosquitto.conf"
+        printf 'listener %s 127.0.0.1\ncertfile %s\nkeyfile %s\n' \
+            "$TLS_PORT" "$TMP/tls.pem" "$TMP/tls.key" >>"$TMP/mosquitto.conf"
         "$BROKER" -c "$TMP/mosquitto.conf" >"$TMP/broker.log" 2>&1 &
         ;;
     *)
-        "$BROKER" --bind 127.0.0.1 --port "$PORT" --log_level warning >"$TMP/broker.log" 2>&1 &
+        "$BROKER" --bind 127.0.0.1 --port "$PORT" --log_level warning \
+            --tls_port "$TLS_PORT" --tls_cert_file "$TMP/tls.pem" \
+            --tls_key_file "$TMP/tls.key" >"$TMP/broker.log" 2>&1 &
         ;;
     esac
     BROKER_PID=$!
-    if ! wait_port "$PORT"; then
+    if ! wait_port "$PORT" || ! wait_port "$TLS_PORT"; then
         echo "smoke: $BROKER did not start on port $PORT" >&2
         cat "$TMP/broker.log" >&2
         exit 1
@@ -161,6 +195,15 @@ case_run "wildcard qos1" "$(wildcard_expected 8 35 200)" expected --scenario wil
 case_run "wildcard qos0 v5" "$(wildcard_expected 8 35 200)" expected --scenario wildcard --pubs 8 --subs 35 --msgs 200 --rate 500 --qos 0 --version 5
 case_run "connstorm v3.1.1" 500 connects --scenario connstorm --clients 500 --concurrency 20
 case_run "connstorm v5" 500 connects --scenario connstorm --clients 500 --concurrency 20 --version 5
+if [ -n "$TLS_PORT" ]; then
+    tls=(--port "$TLS_PORT" --tls)
+    [ -n "$CAFILE" ] && tls+=(--cafile "$CAFILE")
+    case_run "connstorm tls v3.1.1" 300 connects --scenario connstorm --clients 300 --concurrency 20 "${tls[@]}"
+    case_run "connstorm tls v5" 300 connects --scenario connstorm --clients 300 --concurrency 20 --version 5 "${tls[@]}"
+    case_run "pairs qos2 tls" 1000 expected --scenario pairs --pairs 4 --msgs 250 --rate 2000 --qos 2 "${tls[@]}"
+else
+    echo "skip TLS cases (no --tls-port)"
+fi
 case_run "idle" 500 connects --scenario idle --clients 500 --duration 1
 case_run "persist qos1" 1000 expected --scenario persist --subs 50 --pubs 10 --msgs 2 --qos 1
 case_run "persist qos2 v5" 1000 expected --scenario persist --subs 50 --pubs 10 --msgs 2 --qos 2 --version 5

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #include "starling/err.h"
 
@@ -162,6 +163,11 @@ static void usage(FILE *out)
         "progress\n"
         "  --prefix P                 topic prefix (sb/<pid>)\n"
         "  --strict                   any loss fails the run, even at QoS 0\n"
+        "  --tls                      MQTT over TLS (every client; a full\n"
+        "                             handshake per connection)\n"
+        "  --cafile FILE              --tls, verifying the broker's\n"
+        "                             certificate against FILE (no\n"
+        "                             verification without it)\n"
         "  --json                     print one JSON line\n",
         out);
 }
@@ -171,7 +177,7 @@ enum {
     O_PAIRS, O_PUBS, O_SUBS, O_CLIENTS, O_MSGS, O_DURATION, O_RATE,
     O_INFLIGHT, O_SIZE, O_THREADS, O_PID, O_TIMEOUT, O_KEEPALIVE, O_CONC,
     O_SRC, O_SAME, O_SETTLE, O_DRAIN, O_PREFIX, O_STRICT, O_JSON, O_HELP,
-    O_BACKLOG,
+    O_BACKLOG, O_TLS, O_CAFILE,
 };
 
 static const struct option long_opts[] = {
@@ -190,6 +196,7 @@ static const struct option long_opts[] = {
     {"drain", 1, 0, O_DRAIN},       {"prefix", 1, 0, O_PREFIX},
     {"strict", 0, 0, O_STRICT},     {"json", 0, 0, O_JSON},
     {"help", 0, 0, O_HELP},         {"backlog", 1, 0, O_BACKLOG},
+    {"tls", 0, 0, O_TLS},           {"cafile", 1, 0, O_CAFILE},
     {0, 0, 0, 0},
 };
 
@@ -311,6 +318,13 @@ static int set_opt(bench_opts_t *o, int id, const char *arg)
         return SL_OK;
     case O_JSON:
         o->json = true;
+        return SL_OK;
+    case O_TLS:
+        o->tls = true;
+        return SL_OK;
+    case O_CAFILE:
+        o->cafile = arg;
+        o->tls = true;
         return SL_OK;
     default:
         return SL_EINVAL;
@@ -656,10 +670,10 @@ static void print_json(const bench_t *b, const result_t *r, const figures_t *f,
     printf("{\"scenario\":\"%s\",\"version\":%d,\"qos\":%d,\"pubs\":%u,"
            "\"subs\":%u,\"clients\":%d,\"msgs\":%ld,\"duration\":%g,"
            "\"size\":%d,\"rate\":%g,\"inflight\":%d,\"backlog\":%d,"
-           "\"threads\":%d,",
+           "\"threads\":%d,\"tls\":%s,",
            o->scenario_name, o->version, o->qos, b->npubs, b->nsubs,
            o->clients, o->msgs, o->duration, o->size, o->rate, o->inflight,
-           o->backlog, o->threads);
+           o->backlog, o->threads, o->tls ? "true" : "false");
     printf("\"sent\":%llu,\"expected\":%llu,\"received\":%llu,\"unique\":%llu,"
            "\"lost\":%llu,\"dups\":%llu,\"reordered\":%llu,\"unexpected\":%llu,",
            (unsigned long long)r->sent, (unsigned long long)r->expected,
@@ -694,10 +708,11 @@ static void print_text(const bench_t *b, const result_t *r, const figures_t *f,
                        const char *why)
 {
     const bench_opts_t *o = &b->o;
-    printf("scenario   %s  MQTT %s  QoS %d  pubs %u  subs %u  size %d  "
+    printf("scenario   %s  MQTT %s%s  QoS %d  pubs %u  subs %u  size %d  "
            "threads %d\n",
-           o->scenario_name, o->version == 5 ? "5.0" : "3.1.1", o->qos,
-           b->npubs, b->nsubs, o->size, o->threads);
+           o->scenario_name, o->version == 5 ? "5.0" : "3.1.1",
+           o->tls ? " over TLS" : "", o->qos, b->npubs, b->nsubs, o->size,
+           o->threads);
     if (o->scenario == SC_CONNSTORM || o->scenario == SC_IDLE) {
         printf("connects   %llu in %.3f s = %.0f/s  (CONNACK p50 %.3f ms, "
                "p99 %.3f ms)\n",
@@ -823,6 +838,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "starling-bench: cannot resolve the broker address\n");
         return EXIT_USAGE;
     }
+    if (b.o.tls && !(b.ssl_ctx = client_tls_ctx(&b.o))) {
+        fprintf(stderr, "starling-bench: cannot set up TLS\n");
+        return EXIT_USAGE;
+    }
     if (start(&b) < 0) {
         fprintf(stderr, "starling-bench: out of memory\n");
         return EXIT_VIOLATION;
@@ -842,6 +861,7 @@ int main(int argc, char **argv)
         worker_fini(&b.workers[i]);
     free(b.workers);
     scenario_free(&b);
+    SSL_CTX_free(b.ssl_ctx);
     if (!why)
         return 0;
     return r.timed_out ? EXIT_TIMEOUT : EXIT_VIOLATION;
