@@ -199,6 +199,32 @@ def test_large_message_over_tls(tls_broker, tls_client, topic):
     assert sub.expect_message().payload == payload
 
 
+def test_slow_tls_reader_gets_everything(tls_broker, tls_client, pki,
+                                        topic):
+    """A TLS subscriber that does not read while 5 MB are published to it:
+    the broker's writes block (WANT_WRITE) and resume, nothing is lost or
+    reordered, and the reader stays connected."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(5)
+    raw.connect((HOST, tls_broker.ports["tls_port"]))
+    r = mqtt_raw.RawClient.__new__(mqtt_raw.RawClient)
+    r.sock = tls_context(pki).wrap_socket(raw, server_hostname=HOST)
+    r.buf, r.eof = bytearray(), False
+    try:
+        assert r.connect("slow-reader").rc == 0
+        assert r.subscribe([(topic, 0)]) == [0]
+        pub = tls_client(tls_broker)
+        payloads = [bytes([i]) * 50000 for i in range(100)]
+        for p in payloads:
+            pub.publish(topic, p, 1)
+        got = [r.expect(mqtt_raw.PUBLISH, timeout=10).payload
+               for _ in payloads]
+        assert got == payloads
+    finally:
+        r.close()
+
+
 def test_tls_and_tcp_clients_exchange_messages(tls_broker, tls_client,
                                                tcp_client, topic):
     tls_sub = tls_client(tls_broker)
