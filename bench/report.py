@@ -11,6 +11,7 @@ for both brokers and the ratio of the medians; the targets the broker must
 meet are checked against the medians.
 """
 import json
+import os
 import statistics
 import sys
 
@@ -226,6 +227,12 @@ def main():
     p += ["## Scenarios", ""]
     for sid in ids:
         p += scenario_section(rows, sid, facts.get("commands", {}))
+    # What the profiles showed and what was changed for it: written by hand
+    # in bench/PROFILE.md, carried into every report.
+    prof = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                        "PROFILE.md")
+    if os.path.exists(prof):
+        p += ["", open(prof).read().rstrip(), ""]
     sys.stdout.write("\n".join(p))
 
 
