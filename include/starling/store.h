@@ -61,6 +61,12 @@ typedef struct store_entry {
 
 enum { STORE_SENT = 0, STORE_PUBREC = 1 };
 
+/* An entry's qos byte: the QoS in its low bits, and STORE_QOS_RETAIN when
+ * the delivery carries RETAIN 1 (a retained message sent for a new
+ * subscription, or retain as published), so a resend keeps the flag. */
+#define STORE_QOS_MASK 0x03
+#define STORE_QOS_RETAIN 0x04
+
 /* The durable session record. */
 typedef struct store_session {
     uint8_t version;             /* protocol level */

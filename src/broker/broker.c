@@ -149,7 +149,8 @@ static void on_swept(void *arg, int status, const store_entry_t *e, size_t n)
         sess_qid_swept(s, e, n);
     for (size_t i = 0; status == SL_OK && i < n; i++)
         if (s->state == SESS_ONLINE && e[i].msg)
-            sess_deliver(s, e[i].msg, e[i].qos, false, NULL, 0, e[i].id,
+            sess_deliver(s, e[i].msg, e[i].qos & STORE_QOS_MASK,
+                         (e[i].qos & STORE_QOS_RETAIN) != 0, NULL, 0, e[i].id,
                          NULL);
     sess_unref(&s);
 }

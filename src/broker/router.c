@@ -169,7 +169,8 @@ static void queue_for(broker_t *b, route_t *rt, const struct match *mt,
                           .drop_oldest = b->conf->queue_drop ==
                                          QUEUE_DROP_OLDEST};
     rt->pending++;
-    store_queue_append(b->store, mt->r->cid, mt->r->clen, m, qos, &lim,
+    store_queue_append(b->store, mt->r->cid, mt->r->clen, m,
+                       (uint8_t)(qos | (retain ? STORE_QOS_RETAIN : 0)), &lim,
                        on_appended, a);
 }
 
@@ -406,8 +407,10 @@ void router_group_deliver(broker_t *b, group_t *g, msg_t *m,
 }
 
 typedef struct rsend {
+    broker_t *b;
     sess_t *s;
     const sub_t *sub;
+    route_t *rt;                 /* for queue appends (persistent session) */
     uint64_t now;
 } rsend_t;
 
@@ -419,6 +422,16 @@ static void on_retained_match(void *ctx, void *value)
         return;
     uint32_t subid = x->sub->sub_id;
     uint8_t qos = x->sub->qos < m->qos ? x->sub->qos : m->qos;
+    if (qos && x->rt) {
+        /* Like any QoS >= 1 message for a stored session: through its
+         * queue, so it is sent again after a reconnect (to any node)
+         * until acknowledged. */
+        struct match mt = {.r = x->s->subr, .qos = qos};
+        if (subid)
+            mt.subids[mt.n_subids++] = subid;
+        queue_for(x->b, x->rt, &mt, m, qos, true);
+        return;
+    }
     sess_deliver(x->s, m, qos, true, subid ? &subid : NULL, subid ? 1 : 0, 0,
                  NULL);
 }
@@ -426,11 +439,17 @@ static void on_retained_match(void *ctx, void *value)
 void router_send_retained(broker_t *b, sess_t *s, const char *filter,
                           size_t flen, const sub_t *sub)
 {
-    rsend_t x = {s, sub, sl_now_ms()};
+    rsend_t x = {b, s, sub, NULL, sl_now_ms()};
+    if (s->persistent && s->subr && sub->qos)
+        x.rt = route_new();
+    if (x.rt)
+        x.rt->pending = 1;
     if (rtree_match(b->retained, filter, flen, on_retained_match, &x) !=
         SL_OK)
         log_warning("out of memory: retained messages for '%.*s' not sent",
                     (int)flen, filter);
+    if (x.rt)
+        route_step(x.rt);
 }
 
 void router_fini(broker_t *b)

@@ -833,7 +833,8 @@ static void load_queue(sess_t *s, const store_claim_t *c)
             break;
         d->msg = msg_ref(e->msg);
         d->qid = e->id;
-        d->qos = e->qos;
+        d->qos = e->qos & STORE_QOS_MASK;
+        d->retain = (e->qos & STORE_QOS_RETAIN) != 0;
         d->pid = e->pid;
         d->state = e->state;
         if (e->id > s->max_qid)

@@ -241,3 +241,34 @@ def test_retained_messages_survive_restart(broker, client_factory, topic,
     m = s.expect_message()
     assert (m.topic, m.payload, m.retain) == (f"{topic}/r2", b"other", True)
     s.expect_no_message(0.5)
+
+
+@pytest.mark.parametrize("proto", ["311", "5"])
+def test_retained_sent_for_a_subscription_is_resent_after_restart(
+        broker, raw_session, client_factory, topic, how, proto):
+    """A persistent session subscribes at QoS 1 and gets a retained message
+    it does not acknowledge; the broker ends. The next broker sends it
+    again (DUP=1, same packet id, RETAIN=1) to the resumed session: it was
+    queued like any QoS 1 delivery of a stored session."""
+    pub = client_factory()
+    pub.publish(topic, b"kept", qos=1, retain=True)
+    pub.disconnect()
+    cid = cid_for("rq")
+    s = raw_session(proto)
+    assert s.connect(cid, fresh=True).rc == 0
+    assert s.subscribe([(topic, 1)]) == [1]
+    first = s.expect(raw.PUBLISH)
+    assert (first.payload, first.qos, first.retain, first.dup) == \
+        (b"kept", 1, True, False)
+    s.store_barrier()  # no PUBACK; the packet id is stored
+
+    bounce(broker, how)
+
+    s = raw_session(proto)
+    assert s.connect(cid).session_present is True
+    again = s.expect(raw.PUBLISH)
+    assert (again.payload, again.pid, again.dup, again.retain) == \
+        (b"kept", first.pid, True, True)
+    s.ack(raw.PUBACK, again.pid)
+    s.store_barrier()
+    s.expect_nothing(0.3)
