@@ -279,7 +279,9 @@ static bool group_online(const group_t *g, const subr_t *except)
  */
 static void group_route(broker_t *b, route_t *rt, group_t *g, msg_t *m)
 {
-    int node = cluster_group_pick(b, g->share, g->slen, group_online(g, NULL));
+    int node = b->cluster ? cluster_group_pick(b, g->share, g->slen,
+                                               group_online(g, NULL))
+                          : CLUSTER_NONE;
     if (node < 0) {
         group_deliver(b, rt, g, m, NULL);
         return;
