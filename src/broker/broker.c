@@ -135,38 +135,76 @@ static void on_expired(void *arg, int status, const char *const *cids,
 }
 
 /*
- * The cluster's sweep (every SWEEP_TICKS seconds): another node appends to
- * the queue of a session online here and notifies us; if that notice was
- * lost (its node died, a bus reconnect), the entry is found here.
+ * The cluster's sweep (every SWEEP_TICKS seconds, and often while the bus
+ * is down): another node appends to the queue of a session online here and
+ * notifies us; if that notice was lost (its node died, the bus was down),
+ * the entry is found here. A session's read starts at the floor of the ids
+ * it has seen and pages on while pages come back full, until it caught up
+ * or its pending list holds SWEEP_PENDING_MAX deliveries (the rest waits
+ * for the next sweep).
  */
 #define SWEEP_TICKS 2
 #define SWEEP_MAX 256
+#define SWEEP_PENDING_MAX 1024
+
+static void loads_start(broker_t *b);
+
+typedef struct sweepctx {
+    sess_t *s;
+    uint64_t after;              /* the read started after this id */
+} sweepctx_t;
+
+static void sweep_read(broker_t *b, sess_t *s, uint64_t after);
 
 static void on_swept(void *arg, int status, const store_entry_t *e, size_t n)
 {
-    sess_t *s = arg;
-    if (status == SL_OK && s->state == SESS_ONLINE)
-        sess_qid_swept(s, e, n);
-    for (size_t i = 0; status == SL_OK && i < n; i++)
+    sweepctx_t *x = arg;
+    sess_t *s = x->s;
+    bool online = status == SL_OK && s->state == SESS_ONLINE;
+    s->sweeping = false;
+    if (online && x->after == s->max_qid)
+        sess_qid_swept(s, e, n); /* read from the floor: ids below settle */
+    for (size_t i = 0; online && i < n; i++)
         if (s->state == SESS_ONLINE && e[i].msg)
             sess_deliver(s, e[i].msg, e[i].qos & STORE_QOS_MASK,
                          (e[i].qos & STORE_QOS_RETAIN) != 0, NULL, 0, e[i].id,
                          NULL);
-    sess_unref(&s);
+    if (status != SL_OK)
+        s->b->stats.store_errors++;
+    if (online && n == SWEEP_MAX && s->state == SESS_ONLINE &&
+        s->pending.len < SWEEP_PENDING_MAX)
+        sweep_read(s->b, s, e[n - 1].id);
+    sess_unref(&x->s);
+    free(x);
 }
 
-static void sweep(broker_t *b)
+static void sweep_read(broker_t *b, sess_t *s, uint64_t after)
+{
+    sweepctx_t *x = malloc(sizeof(*x));
+    if (!x)
+        return; /* the next sweep tries again */
+    s->sweeping = true;
+    sess_ref(s);
+    *x = (sweepctx_t){s, after};
+    store_queue_since(b->store, s->cid, s->clen, after, SWEEP_MAX, on_swept,
+                      x);
+}
+
+void broker_sweep(broker_t *b)
 {
     size_t cur = 0;
     void *v;
     while (map_next(b->clients, &cur, NULL, NULL, &v)) {
         sess_t *s = v;
-        if (s->state != SESS_ONLINE || !s->persistent)
-            continue;
-        sess_ref(s);
-        store_queue_since(b->store, s->cid, s->clen, s->max_qid, SWEEP_MAX,
-                          on_swept, s);
+        if (s->state == SESS_ONLINE && s->persistent && !s->sweeping)
+            sweep_read(b, s, s->max_qid);
     }
+}
+
+void broker_resync(broker_t *b)
+{
+    if (b->loads_pending == 0)
+        loads_start(b);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -176,7 +214,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         return;
     store_session_expired(b->store, sl_now_ms(), on_expired, b);
     if (b->cluster && (b->ticks + 1) % SWEEP_TICKS == 0)
-        sweep(b);
+        broker_sweep(b);
     int every = b->conf->sys_interval;
     if (every && ++b->ticks % (unsigned)every == 0)
         sys_publish(b);
@@ -223,21 +261,26 @@ void broker_conn_gone(broker_t *b, sess_t *s)
  * persistent-session index are loaded; a failed load is retried every
  * second (the store may still be starting).
  */
-static void loads_start(broker_t *b);
-
 static void load_done(broker_t *b, int status, const char *what)
 {
     if (status != SL_OK) {
         b->stats.store_errors++;
+        b->load_failed = true;
         log_warning("store: loading %s failed (%s), retrying", what,
                     sl_strerror(status));
+    }
+    if (--b->loads_pending > 0)
+        return;
+    if (b->load_failed) {
         struct timeval tv = {1, 0};
         evtimer_add(b->reload, &tv);
-        return;
-    }
-    if (--b->loads_pending == 0) {
+    } else if (!b->loaded) {
+        b->loaded = true;
         listener_enable(b);
         log_info("starling ready (store: %s)", store_kind(b->store));
+    } else {
+        log_info("store: persistent-session index and retained messages "
+                 "read again");
     }
 }
 
@@ -271,6 +314,8 @@ static void on_psub_loaded(void *arg, int status, const char *cid,
     }
     size_t clen = strlen(cid);
     subr_t *r = map_get(b->psessions, cid, clen);
+    if (r && r->online)
+        return; /* online here (a resync): our own index is current */
     if (!r) {
         r = subr_new(cid, clen, true);
         if (!r || map_put(b->psessions, cid, clen, r, NULL) != SL_OK) {
@@ -375,6 +420,7 @@ int broker_start(broker_t *b)
 static void loads_start(broker_t *b)
 {
     b->loads_pending = 2;
+    b->load_failed = false;
     store_retain_load(b->store, on_retained_loaded, b);
     store_sub_load(b->store, on_psub_loaded, b);
 }

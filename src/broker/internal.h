@@ -169,6 +169,7 @@ struct sess {
     bool resumed_pids;           /* pending holds deliveries with a pid */
     bool request_problem_info;
     bool redo;                   /* the current packet is decoded again */
+    bool sweeping;               /* a sweep of its queue is under way */
 };
 
 typedef struct broker_stats {
@@ -190,7 +191,9 @@ struct broker {
     struct event *tick;
     struct event *flush;         /* writes dirty connections */
     struct event *reload;        /* retries a failed start-up load */
-    int loads_pending;           /* start-up loads still running */
+    int loads_pending;           /* start-up (or resync) loads running */
+    bool load_failed;            /* one of them failed: all run again */
+    bool loaded;                 /* the start-up loads are done */
     conn_t *dirty;               /* connections with new output */
     bool stopping;
 
@@ -340,6 +343,9 @@ typedef struct cluster_stats {
     uint64_t nodes, routes;      /* live nodes (this one too); routes held */
     uint64_t sent, received;     /* bus frames */
     uint64_t resyncs;            /* route tables reloaded after a gap */
+    uint64_t bus_losses;         /* bus connection lost (or never made) */
+    uint64_t bus_resubs;         /* bus subscribed again after a loss */
+    bool bus_up;                 /* both bus channels subscribed now */
 } cluster_stats_t;
 void cluster_stats(struct broker *b, cluster_stats_t *st);
 
@@ -353,6 +359,13 @@ void broker_will_after(struct broker *b, const char *cid, size_t clen,
 /* A client with this id connected: a delayed will (v5) is not sent. */
 void broker_cancel_delayed_will(struct broker *b, const char *cid,
                                 size_t clen);
+/* Read the queues of every online stored session for entries whose notice
+ * never came (the cluster's bus was down); each session's read pages on
+ * until it caught up. One read per session at a time. */
+void broker_sweep(struct broker *b);
+/* Read the persistent-session index and the retained messages from the
+ * store again (what the bus carried while it was down was missed). */
+void broker_resync(struct broker *b);
 
 /* ---- net/conn.c -------------------------------------------------------- */
 conn_t *conn_new(struct broker *b, int fd, sess_t *s);

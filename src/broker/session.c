@@ -664,8 +664,13 @@ void sess_deliver(sess_t *s, msg_t *m, uint8_t qos, bool retain,
                   const uint32_t *subids, uint8_t n_subids, uint64_t qid,
                   group_t *group)
 {
-    if (qid && !sess_qid_new(s, qid))
-        return; /* already delivered on this connection */
+    uint32_t maxq = (uint32_t)s->b->conf->max_queued_messages;
+    bool full = qos && s->inflight.len >= s->window && maxq &&
+                s->pending.len >= maxq;
+    /* A stored entry is not dropped here: the store bounds the queue, and
+     * an entry left unseen is read again by the next sweep. */
+    if (qid && (full || !sess_qid_new(s, qid)))
+        return; /* no room yet, or already delivered on this connection */
     dlv_t tmp = {.msg = m, .qos = qos, .retain = retain,
                  .n_subids = n_subids > 4 ? 4 : n_subids, .qid = qid};
     if (n_subids)
@@ -678,8 +683,7 @@ void sess_deliver(sess_t *s, msg_t *m, uint8_t qos, bool retain,
         write_publish(s, &tmp, false);
         return;
     }
-    uint32_t maxq = (uint32_t)s->b->conf->max_queued_messages;
-    if (s->inflight.len >= s->window && maxq && s->pending.len >= maxq) {
+    if (full) {
         if (s->b->conf->queue_drop == QUEUE_DROP_NEW || !s->pending.head) {
             s->b->stats.dropped_queue_full++;
             return;

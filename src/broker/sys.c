@@ -69,5 +69,8 @@ void sys_publish(broker_t *b)
         sys_u64(b, "cluster/routes/resyncs", cs.resyncs);
         sys_u64(b, "cluster/bus/sent", cs.sent);
         sys_u64(b, "cluster/bus/received", cs.received);
+        sys_u64(b, "cluster/bus/up", cs.bus_up);
+        sys_u64(b, "cluster/bus/losses", cs.bus_losses);
+        sys_u64(b, "cluster/bus/resubscriptions", cs.bus_resubs);
     }
 }

@@ -82,6 +82,13 @@ enum {
 };
 
 #define BARRIER_MAX_MS 2000   /* a barrier not back by then is let go */
+/* The bus is checked with a probe record to our own channel every
+ * heartbeat: silent for this long while subscribed, it is reconnected
+ * (a half-open connection, or the bus slot moved to another store node). */
+#define BUS_SILENT_MS 4000
+/* While the bus is down, notices of queued messages are lost: the owner
+ * reads its sessions' queues this often instead. */
+#define BUS_DOWN_SWEEP_MS 250
 
 /* Called once the reply of the PUBLISH carrying a record arrived. */
 typedef struct waiter {
@@ -162,6 +169,12 @@ struct cluster {
     struct event *beat;
     struct event *flush;
     struct event *resub;
+    struct event *downsweep;   /* sweeps while the bus is down */
+    bool bus_up;               /* both channels subscribed */
+    uint64_t bus_down_at;      /* sl_mono_ms() the bus was lost; 0 = up */
+    uint64_t bus_conn_at;      /* sl_mono_ms() of the current connection */
+    uint64_t bus_heard_at;     /* sl_mono_ms() of the last frame received */
+    uint64_t bus_losses, bus_resubs;
     unsigned beats;
     bool stopping;
     uint64_t sent, received;
@@ -694,6 +707,7 @@ static void load_routes_of(cluster_t *c, int peer)
 /* ---- liveness ---------------------------------------------------------- */
 
 static void handle_dead(cluster_t *c, int peer);
+static void bus_check(cluster_t *c);
 
 typedef struct alive_ctx {
     cluster_t *c;
@@ -843,6 +857,7 @@ static void on_beat(evutil_socket_t fd, short what, void *arg)
     c->beats++;
     barriers_release(c, 0, true, SL_EIO);
     heartbeat(c);
+    bus_check(c);
 }
 
 /* ---- a dead node ------------------------------------------------------- */
@@ -1298,6 +1313,7 @@ static void rx_frame(cluster_t *c, const uint8_t *p, size_t len)
 {
     rbuf_t r = {p, len, false};
     size_t idlen;
+    c->bus_heard_at = sl_mono_ms();
     const char *id = rb_str(&r, &idlen);
     if (!id)
         return;
@@ -1327,24 +1343,94 @@ static void rx_frame(cluster_t *c, const uint8_t *p, size_t len)
 
 static void bus_connect(cluster_t *c);
 
+/* Both channels are subscribed: from now on nothing sent to us is missed.
+ * What was sent while the bus was down is made good: the route tables are
+ * read again and ours written again (a store restarted without its data
+ * lost them), the persistent-session index and the retained messages are
+ * read again, and the queues of our online sessions are swept at once
+ * (their notices were lost). */
+static void bus_up(cluster_t *c)
+{
+    uint64_t now = sl_mono_ms();
+    c->bus_up = true;
+    c->bus_heard_at = now;
+    if (c->bus_down_at) {
+        log_warning("cluster: bus restored after %llu ms, catching up",
+                    (unsigned long long)(now - c->bus_down_at));
+        c->bus_resubs++;
+        c->bus_down_at = 0;
+        event_del(c->downsweep);
+        broker_resync(c->b);
+        broker_sweep(c->b);
+    }
+    for (size_t i = 0; i < c->n_peers; i++)
+        load_routes_of(c, (int)i);
+    size_t cur = 0;
+    const char *f;
+    size_t flen;
+    while (map_next(c->local, &cur, &f, &flen, NULL))
+        route_event(c, f, flen, true);
+}
+
+/* The bus is gone (connection lost, refused, or silent): sweep often
+ * until it is back. */
+static void bus_down(cluster_t *c)
+{
+    if (c->bus_up || !c->bus_down_at) {
+        c->bus_losses++;
+        c->bus_down_at = sl_mono_ms();
+        struct timeval tv = {0, BUS_DOWN_SWEEP_MS * 1000};
+        event_add(c->downsweep, &tv);
+    }
+    c->bus_up = false;
+}
+
+static void on_downsweep(evutil_socket_t fd, short what, void *arg)
+{
+    cluster_t *c = arg;
+    if (!c->stopping)
+        broker_sweep(c->b);
+}
+
 static void on_bus(redisAsyncContext *ac, void *reply, void *priv)
 {
     cluster_t *c = priv;
     redisReply *r = reply;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 3)
+    if (!r)
+        return;
+    if (r->type == REDIS_REPLY_ERROR) {
+        /* A store node still loading its data, or not the owner of the
+         * bus slot: try again from the start. */
+        log_warning("cluster: bus subscription refused: %.*s; reconnecting",
+                    (int)r->len, r->str);
+        redisAsyncDisconnect(ac);
+        return;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3)
         return;
     const redisReply *kind = r->element[0];
-    if (kind->type == REDIS_REPLY_STRING && !strcmp(kind->str, "message") &&
-        r->element[2]->type == REDIS_REPLY_STRING)
+    if (kind->type != REDIS_REPLY_STRING)
+        return;
+    if (!strcmp(kind->str, "message") &&
+        r->element[2]->type == REDIS_REPLY_STRING) {
         rx_frame(c, (const uint8_t *)r->element[2]->str, r->element[2]->len);
-    else if (kind->type == REDIS_REPLY_STRING &&
-             !strcmp(kind->str, "subscribe"))
+    } else if (!strcmp(kind->str, "subscribe")) {
         log_debug("cluster: subscribed to %s", r->element[1]->str);
+        if (r->element[2]->type == REDIS_REPLY_INTEGER &&
+            r->element[2]->integer == 2 && !c->bus_up)
+            bus_up(c);
+    }
 }
 
 static void on_resub(evutil_socket_t fd, short what, void *arg)
 {
     bus_connect(arg);
+}
+
+static void resub_later(cluster_t *c)
+{
+    struct timeval tv = {1, 0};
+    evtimer_add(c->resub, &tv);
 }
 
 static void on_bus_disconnect(const redisAsyncContext *ac, int status)
@@ -1354,9 +1440,10 @@ static void on_bus_disconnect(const redisAsyncContext *ac, int status)
     barriers_release(c, UINT64_MAX, false, SL_EIO);
     if (c->stopping)
         return;
-    log_warning("cluster: bus connection lost, reconnecting");
-    struct timeval tv = {1, 0};
-    evtimer_add(c->resub, &tv);
+    if (c->bus_up)
+        log_warning("cluster: bus connection lost, reconnecting");
+    bus_down(c);
+    resub_later(c);
 }
 
 static void on_bus_connect(const redisAsyncContext *ac, int status)
@@ -1364,19 +1451,33 @@ static void on_bus_connect(const redisAsyncContext *ac, int status)
     cluster_t *c = ac->data;
     if (status != REDIS_OK) {
         c->sub = NULL;
-        struct timeval tv = {1, 0};
-        evtimer_add(c->resub, &tv);
+        if (c->bus_down_at)
+            log_debug("cluster: bus connection failed, retrying");
+        bus_down(c);
+        resub_later(c);
+    }
+}
+
+/* Every heartbeat: a probe to our own channel; a bus that stayed silent
+ * (not even our probes came back) is connected again. */
+static void bus_check(cluster_t *c)
+{
+    uint64_t now = sl_mono_ms();
+    if (!c->sub)
+        return;
+    uint64_t since = c->bus_up ? c->bus_heard_at : c->bus_conn_at;
+    if (now - since >= BUS_SILENT_MS) {
+        log_warning("cluster: bus silent for %llu ms, reconnecting",
+                    (unsigned long long)(now - since));
+        redisAsyncContext *ac = c->sub;
+        redisAsyncDisconnect(ac);
         return;
     }
-    /* A reconnect may have missed events: reload every route, and write
-     * ours again (a store restarted without its data lost them). */
-    for (size_t i = 0; i < c->n_peers; i++)
-        load_routes_of(c, (int)i);
-    size_t cur = 0;
-    const char *f;
-    size_t flen;
-    while (map_next(c->local, &cur, &f, &flen, NULL))
-        route_event(c, f, flen, true);
+    if (c->bus_up) {
+        size_t at = rec_begin(c, &c->selfb, REC_BARRIER);
+        wb_u64(&c->selfb, 0); /* token 0: releases no barrier */
+        rec_end(c, &c->selfb, at);
+    }
 }
 
 /* The store node that owns the bus channels' slot (cluster) or the server. */
@@ -1390,10 +1491,11 @@ static void bus_open(cluster_t *c, const char *host, int port)
     if (!ac || ac->err) {
         if (ac)
             redisAsyncFree(ac);
-        struct timeval tv = {1, 0};
-        evtimer_add(c->resub, &tv);
+        bus_down(c);
+        resub_later(c);
         return;
     }
+    c->bus_conn_at = sl_mono_ms();
     ac->data = c;
     redisLibeventAttach(ac, c->b->base);
     redisAsyncSetConnectCallback(ac, on_bus_connect);
@@ -1416,8 +1518,7 @@ static void on_slots(void *ctx, const redisReply *r, int status)
     slots_map_t map;
     if (status != SL_OK || !r ||
         slots_map_parse(r, c->url.hosts[0].host, &map) != SL_OK) {
-        struct timeval tv = {1, 0};
-        evtimer_add(c->resub, &tv);
+        resub_later(c);
         return;
     }
     /* Both channels share a hash tag, so one slot and one node. */
@@ -1699,6 +1800,9 @@ void cluster_stats(broker_t *b, cluster_stats_t *st)
     st->sent = c->sent;
     st->received = c->received;
     st->resyncs = c->resyncs;
+    st->bus_up = c->bus_up;
+    st->bus_losses = c->bus_losses;
+    st->bus_resubs = c->bus_resubs;
 }
 
 static void gen_id(char *out, size_t len)
@@ -1740,8 +1844,9 @@ int cluster_start(broker_t *b)
     c->beat = event_new(b->base, -1, EV_PERSIST, on_beat, c);
     c->flush = event_new(b->base, -1, 0, on_flush, c);
     c->resub = evtimer_new(b->base, on_resub, c);
+    c->downsweep = event_new(b->base, -1, EV_PERSIST, on_downsweep, c);
     if (!c->id || !c->routes || !c->gtrie || !c->groutes || !c->local || !c->owners || !c->beat ||
-        !c->flush || !c->resub ||
+        !c->flush || !c->resub || !c->downsweep ||
         rclient_new(&c->cl, b->base, &c->url, NULL, 0, err, sizeof(err)) !=
             SL_OK) {
         log_error("cluster: cannot start: %s", err);
@@ -1778,6 +1883,7 @@ void cluster_stop(broker_t *b)
     c->stopping = true;
     barriers_release(c, UINT64_MAX, false, SL_EIO);
     event_del(c->beat);
+    event_del(c->downsweep);
     char key[300];
     snprintf(key, sizeof(key), "routes:%s", c->id);
     send_key(c, "DEL", key, NULL, 0, 0);
@@ -1813,6 +1919,8 @@ void cluster_free(broker_t *b)
         event_free(c->flush);
     if (c->resub)
         event_free(c->resub);
+    if (c->downsweep)
+        event_free(c->downsweep);
     for (size_t i = 0; i < c->n_peers; i++) {
         free(c->peers[i].id);
         free(c->peers[i].batch.p);

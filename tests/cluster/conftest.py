@@ -221,11 +221,12 @@ class RedisServer:
 class RedisCluster:
     """A Redis Cluster of n masters (no replicas) on loopback ports."""
 
-    def __init__(self, workdir, n=3):
+    def __init__(self, workdir, n=3, appendonly=False):
         ports = []
         while len(ports) < n:
             ports.append(free_port_pair(avoid=set(ports)))
-        self.nodes = [RedisServer(workdir, p, cluster=True) for p in ports]
+        self.nodes = [RedisServer(workdir, p, cluster=True,
+                                  appendonly=appendonly) for p in ports]
 
     @property
     def ports(self):
@@ -253,9 +254,136 @@ class RedisCluster:
         wait_until(all_ok, timeout, "redis cluster_state:ok")
         return self
 
+    def restart(self, node, timeout=20.0):
+        """Start a killed master again (its AOF and nodes.conf are on
+        disk) and wait until the cluster is ok again."""
+        node.start(timeout)
+
+        def all_ok():
+            try:
+                return all(b"cluster_state:ok" in n.cmd("CLUSTER", "INFO")
+                           for n in self.nodes)
+            except (OSError, ConnectionError, RedisError):
+                return False
+        wait_until(all_ok, timeout, "redis cluster_state:ok after restart")
+
     def stop(self):
         for n in self.nodes:
             n.stop()
+
+
+def kvrocks_bin():
+    """$KVROCKS_BIN, else kvrocks on PATH, else ../shared/kvrocks/kvrocks
+    from the project root; None when none exists."""
+    env = os.environ.get("KVROCKS_BIN")
+    if env:
+        return env
+    found = shutil.which("kvrocks")
+    if found:
+        return found
+    shared = REPO.parent / "shared" / "kvrocks" / "kvrocks"
+    return str(shared) if shared.exists() else None
+
+
+class KvrocksServer:
+    """One Apache Kvrocks on a loopback port; its data (RocksDB) stays in
+    its directory across a kill and a restart."""
+
+    def __init__(self, workdir, port=None, cluster=False):
+        self.port = port or free_port_pair()
+        self.dir = Path(workdir) / f"kvrocks-{self.port}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.cluster = cluster
+        self.proc = None
+
+    @property
+    def log_path(self):
+        return self.dir / "stdout.log"
+
+    def argv(self):
+        argv = [kvrocks_bin(), "--bind", HOST, "--port", str(self.port),
+                "--dir", str(self.dir / "data"), "--log-dir",
+                str(self.dir), "--workers", "2"]
+        if self.cluster:
+            argv += ["--cluster-enabled", "yes"]
+        return argv
+
+    def start(self, timeout=20.0):
+        assert self.proc is None
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         cwd=self.dir)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                if self.cmd("PING", timeout=0.5) == "PONG":
+                    return self
+            except (OSError, ConnectionError, RedisError):
+                pass
+            time.sleep(0.02)
+        self.kill()
+        raise RuntimeError(f"kvrocks on port {self.port} did not start:\n"
+                           f"{self.log_tail()}")
+
+    cmd = RedisServer.cmd
+    kill = RedisServer.kill
+    stop = RedisServer.stop
+    log_tail = RedisServer.log_tail
+
+
+class KvrocksCluster:
+    """n Kvrocks masters laid out with CLUSTERX SETNODEID/SETNODES (Kvrocks
+    has no gossip: every node is told the whole layout), slots split in
+    equal ranges as redis-cli --cluster create does."""
+
+    def __init__(self, workdir, n=3):
+        ports = []
+        while len(ports) < n:
+            ports.append(free_port_pair(avoid=set(ports)))
+        self.nodes = [KvrocksServer(workdir, p, cluster=True) for p in ports]
+        self.ids = [f"kvrockstestnode{p:025d}" for p in ports]
+        self.version = 0
+
+    @property
+    def ports(self):
+        return [n.port for n in self.nodes]
+
+    def layout(self):
+        n = len(self.nodes)
+        lines = []
+        for i, (node, nid) in enumerate(zip(self.nodes, self.ids)):
+            lo, hi = 16384 * i // n, 16384 * (i + 1) // n - 1
+            lines.append(f"{nid} {HOST} {node.port} master - {lo}-{hi}")
+        return "\n".join(lines)
+
+    def apply(self, node):
+        node.cmd("CLUSTERX", "SETNODEID", self.ids[self.nodes.index(node)])
+        node.cmd("CLUSTERX", "SETNODES", self.layout(), self.version)
+
+    def start(self, timeout=20.0):
+        for n in self.nodes:
+            n.start(timeout)
+        self.version = 1
+        for n in self.nodes:
+            self.apply(n)
+        return self
+
+    def restart(self, node, timeout=20.0):
+        """Start a killed node again (its data is on disk; the layout is
+        kept in its nodes.conf, set again in case it was not saved)."""
+        node.start(timeout)
+        self.apply(node)
+
+    def stop(self):
+        for n in self.nodes:
+            n.stop()
+
+
+def need_kvrocks():
+    if kvrocks_bin() is None:
+        pytest.skip("no Kvrocks binary ($KVROCKS_BIN, PATH, "
+                    "../shared/kvrocks/kvrocks)")
 
 
 def _need_redis():
@@ -289,7 +417,7 @@ def store_prefix():
 
 def store_ports(url):
     """(ports of the store's servers, key prefix) of a store URL."""
-    m = re.match(r"redis(?:\+cluster)?://([^?]*)\?prefix=(.*)$", url)
+    m = re.match(r"redis(?:\+cluster)?://([^?]*)\?prefix=([^&]*)", url)
     assert m, url
     return [int(hp.rsplit(":", 1)[1]) for hp in m.group(1).split(",")], \
         m.group(2)
@@ -340,6 +468,30 @@ def redis_private(tmp_path):
     yield make
     for r in made:
         r.kill()
+
+
+@pytest.fixture
+def store_cluster_private(tmp_path):
+    """make(kind) -> a started 3-master store cluster of this test alone,
+    kind "redis-cluster" (AOF, fsync always) or "kvrocks-cluster" (RocksDB),
+    whose masters can be killed and restarted with their data; stopped at
+    teardown."""
+    made = []
+
+    def make(kind):
+        if kind == "redis-cluster":
+            _need_redis()
+            c = RedisCluster(tmp_path / kind, appendonly=True)
+        else:
+            need_kvrocks()
+            c = KvrocksCluster(tmp_path / kind)
+        made.append(c)
+        return c.start()
+
+    yield make
+    for c in made:
+        for n in c.nodes:
+            n.kill()
 
 
 # ---------------------------------------------------------------- nodes
