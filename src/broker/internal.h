@@ -138,7 +138,7 @@ struct sess {
 
     /* auth */
     auth_identity_t *authid;
-    char *authz_topic;           /* decision that came back later */
+    struct pubheld *held_pub;    /* a PUBLISH waiting for its decision */
 
     uint32_t refs;
     enum sess_state state;
@@ -150,9 +150,6 @@ struct sess {
     uint32_t n_in_qos2, cap_in_qos2;
     uint32_t in_flight_in;       /* QoS 1 PUBLISH not yet acknowledged */
     uint32_t n_subs;
-    uint32_t authz_tlen;
-    int authz_act;
-    int authz_result;
     uint16_t keepalive;
     uint16_t next_pid;
     uint16_t alias_max_out;      /* client's topic alias maximum (v5) */
@@ -168,7 +165,6 @@ struct sess {
     bool taken_over;
     bool resumed_pids;           /* pending holds deliveries with a pid */
     bool request_problem_info;
-    bool redo;                   /* the current packet is decoded again */
     bool sweeping;               /* a sweep of its queue is under way */
 };
 

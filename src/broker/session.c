@@ -35,6 +35,12 @@
 /* QoS 0 messages are dropped for a client whose output backlog is larger. */
 #define OUTPUT_BACKLOG_MAX (8u * 1024 * 1024)
 
+/* A PUBLISH held while its authorization is asked (input paused). */
+typedef struct pubheld {
+    msg_t *m;
+    uint16_t pid;
+} pubheld_t;
+
 static void handle_packet(sess_t *s, mqtt_packet_t *p);
 static void sess_end(sess_t *s);
 static void pump(sess_t *s);
@@ -101,7 +107,10 @@ void sess_unref(sess_t **ps)
     }
     free(s->in_qos2);
     auth_identity_free(s->authid);
-    free(s->authz_topic);
+    if (s->held_pub) {
+        msg_unref(&s->held_pub->m);
+        free(s->held_pub);
+    }
     free(s->username);
     free(s->cid);
     free(s->peer);
@@ -1054,46 +1063,25 @@ static void on_authenticated(void *arg, auth_result_t r, auth_identity_t *id)
     sess_unref(&s);
 }
 
-static void on_authz(void *arg, bool allowed)
+/* Ask whether this session may act on topic t; 1 allowed, 0 denied, -1:
+ * the answer comes later through fn(arg, allowed) (an HTTP ACL). */
+static int sess_authz(const sess_t *s, authz_action_t act, const char *t,
+                      size_t tlen, int qos, bool retain, auth_check_fn fn,
+                      void *arg)
 {
-    sess_t *s = arg;
-    s->authz_result = allowed;
-    s->paused = false;
-    s->redo = false;
-    if (s->state == SESS_ONLINE && s->conn)
-        conn_resume(s->conn);
-    sess_unref(&s);
-}
-
-/* 1 allowed, 0 denied, -1 asked: the packet is decoded again later. */
-static int sess_authz(sess_t *s, authz_action_t act, const char *t,
-                      size_t tlen, int qos, bool retain)
-{
-    if (s->authz_topic && s->authz_act == (int)act && s->authz_tlen == tlen &&
-        memcmp(s->authz_topic, t, tlen) == 0 && s->authz_result >= 0) {
-        int r = s->authz_result;
-        free(s->authz_topic);
-        s->authz_topic = NULL;
-        return r;
-    }
     char host[64];
     auth_client_t c;
     sess_auth_client(s, &c, host, sizeof(host));
-    sess_ref(s);
-    int r = auth_check(s->b->auth, s->authid, &c, act, t, tlen, qos, retain,
-                       on_authz, s);
-    if (r >= 0) {
-        s->refs--;
-        return r;
-    }
-    free(s->authz_topic);
-    s->authz_topic = strndup(t, tlen);
-    s->authz_tlen = tlen;
-    s->authz_act = (int)act;
-    s->authz_result = -1;
-    s->paused = true;
-    s->redo = true;
-    return -1;
+    return auth_check(s->b->auth, s->authid, &c, act, t, tlen, qos, retain,
+                      fn, arg);
+}
+
+/* Input waited for a decision: take it up again, unless the session is
+ * paused for something else meanwhile. */
+static void sess_resume_input(sess_t *s)
+{
+    if (!s->paused && s->state == SESS_ONLINE && s->conn)
+        conn_resume(s->conn);
 }
 
 static void handle_connect(sess_t *s, mqtt_packet_t *p)
@@ -1409,6 +1397,10 @@ static int publish_topic(sess_t *s, const mqtt_packet_t *p, const char **topic,
     return s->alias_in[a] ? SL_OK : SL_ENOMEM;
 }
 
+static void publish_decided(sess_t *s, msg_t *m, uint16_t pid, bool allowed);
+static void on_publish_authz(void *arg, bool allowed);
+static void publish_route(sess_t *s, msg_t *m, uint16_t pid);
+
 static void handle_publish(sess_t *s, mqtt_packet_t *p)
 {
     broker_t *b = s->b;
@@ -1457,6 +1449,13 @@ static void handle_publish(sess_t *s, mqtt_packet_t *p)
         sess_close(s, MQTT_RC_RECEIVE_MAX_EXCEEDED, "receive maximum exceeded");
         return;
     }
+    if (mqtt_props_has(&p->props, MQTT_P_RESPONSE_TOPIC) &&
+        topic_name_check((const char *)p->props.response_topic.p,
+                         p->props.response_topic.len, 0) != SL_OK) {
+        /* [MQTT-3.3.2-14]: a topic name, no wildcards. */
+        sess_close(s, MQTT_RC_PROTOCOL_ERROR, "invalid Response Topic");
+        return;
+    }
     if (tlen >= 4 && memcmp(topic, "$SYS", 4) == 0) {
         /* Clients do not publish into the broker's own tree: drop. */
         if (pub->qos)
@@ -1464,62 +1463,98 @@ static void handle_publish(sess_t *s, mqtt_packet_t *p)
                      pub->packet_id, 0);
         return;
     }
-    int ok = sess_authz(s, AUTHZ_PUBLISH, topic, tlen, pub->qos, pub->retain);
-    if (ok < 0)
-        return;
-    if (!ok) {
-        if (s->version != MQTT_V5 &&
-            conf->acl_deny_action_v3 == ACL_DENY_DISCONNECT) {
-            sess_close(s, 0, "PUBLISH not authorized");
-            return;
-        }
-        if (pub->qos)
-            send_ack(s, pub->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC,
-                     pub->packet_id,
-                     s->version == MQTT_V5 ? MQTT_RC_NOT_AUTHORIZED : 0);
-        return;
-    }
-    if (hook_wanted(b->auth, "message.publish")) {
-        char *t = strndup(topic, tlen);
-        hook_event(b->auth, "message.publish", s->cid, s->username, t,
-                   pub->payload.p, pub->payload.len, pub->qos, pub->retain);
-        free(t);
-    }
     msg_t *m = msg_from(&p->props, s->version, topic, tlen, pub->payload,
                         pub->qos, pub->retain);
     if (!m) {
         sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
         return;
     }
-    if (pub->qos == 0) {
-        router_publish(b, s, m, NULL, NULL);
+    /* Decided once: an answer that comes later resumes this message, held
+     * here with input paused, never the packet decoded again. */
+    sess_ref(s);
+    int ok = sess_authz(s, AUTHZ_PUBLISH, m->topic, m->topic_len, pub->qos,
+                        pub->retain, on_publish_authz, s);
+    if (ok >= 0) {
+        s->refs--;
+        publish_decided(s, m, pub->packet_id, ok);
         msg_unref(&m);
+        return;
+    }
+    s->held_pub = malloc(sizeof(*s->held_pub));
+    if (!s->held_pub) {
+        msg_unref(&m); /* the answer finds nothing held: ignored */
+        sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
+        return;
+    }
+    *s->held_pub = (pubheld_t){m, pub->packet_id};
+    s->paused = true;
+}
+
+/* The publisher may publish m (allowed) or not: acknowledge, or route. */
+static void publish_decided(sess_t *s, msg_t *m, uint16_t pid, bool allowed)
+{
+    broker_t *b = s->b;
+    if (!allowed) {
+        if (s->version != MQTT_V5 &&
+            b->conf->acl_deny_action_v3 == ACL_DENY_DISCONNECT) {
+            sess_close(s, 0, "PUBLISH not authorized");
+            return;
+        }
+        if (m->qos)
+            send_ack(s, m->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, pid,
+                     s->version == MQTT_V5 ? MQTT_RC_NOT_AUTHORIZED : 0);
+        return;
+    }
+    if (hook_wanted(b->auth, "message.publish"))
+        hook_event(b->auth, "message.publish", s->cid, s->username, m->topic,
+                   m->payload, m->payload_len, m->qos, m->retain);
+    publish_route(s, m, pid);
+}
+
+static void on_publish_authz(void *arg, bool allowed)
+{
+    sess_t *s = arg;
+    pubheld_t *h = s->held_pub;
+    s->held_pub = NULL;
+    s->paused = false;
+    if (h) {
+        if (s->state == SESS_ONLINE)
+            publish_decided(s, h->m, h->pid, allowed);
+        msg_unref(&h->m);
+        free(h);
+    }
+    sess_resume_input(s);
+    sess_unref(&s);
+}
+
+/* Route an accepted PUBLISH; QoS 1/2 are acknowledged once it is safe. */
+static void publish_route(sess_t *s, msg_t *m, uint16_t pid)
+{
+    broker_t *b = s->b;
+    if (m->qos == 0) {
+        router_publish(b, s, m, NULL, NULL);
         return;
     }
     pubctx_t *pc = pool_get(&pub_pool);
     if (!pc) {
-        msg_unref(&m);
         sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
         return;
     }
     sess_ref(s);
-    *pc = (pubctx_t){.s = s, .pid = pub->packet_id, .qos = pub->qos,
-                     .pending = 1};
-    if (pub->qos == 2) {
+    *pc = (pubctx_t){.s = s, .pid = pid, .qos = m->qos, .pending = 1};
+    if (m->qos == 2) {
         if (s->persistent)
             pc->pending++;
-        if (in_qos2_add(s, pub->packet_id, on_inbound_stored, pc) != SL_OK) {
+        if (in_qos2_add(s, pid, on_inbound_stored, pc) != SL_OK) {
             sess_unref(&pc->s);
             pool_put(&pub_pool, pc);
-            msg_unref(&m);
             sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
             return;
         }
     }
-    if (pub->qos == 1)
+    if (m->qos == 1)
         s->in_flight_in++;
     router_publish(b, s, m, on_routed, pc);
-    msg_unref(&m);
 }
 
 /* ---- acknowledgements (client -> broker) ------------------------------- */
@@ -1618,17 +1653,20 @@ static uint8_t refuse_code(const sess_t *s, uint8_t v5code)
     return s->version == MQTT_V5 ? v5code : 0x80;
 }
 
-/* One filter of a SUBSCRIBE: returns the SUBACK code. *send_retained tells
- * whether retained messages are to be sent for it. */
-static uint8_t subscribe_one(sess_t *s, const mqtt_sub_t *ms, uint32_t sub_id,
-                             bool *send_retained, sub_t *out,
-                             bool *protocol_error)
+#define SUB_UNDECIDED 0xFF  /* a filter that passed the checks so far */
+
+/* The checks of one filter before it is authorized: SUB_UNDECIDED, or the
+ * SUBACK code refusing it. *why is set (and the connection must close) on
+ * a protocol violation. */
+static uint8_t subscribe_check(sess_t *s, const char *f, size_t flen,
+                               const sub_t *sub, const char **why)
 {
-    broker_t *b = s->b;
-    const sl_conf_t *conf = b->conf;
-    const char *f = (const char *)ms->filter.p;
-    size_t flen = ms->filter.len;
-    *send_retained = false;
+    const sl_conf_t *conf = s->b->conf;
+    if (flen == 0 && s->version != MQTT_V5) {
+        /* [MQTT-4.7.3-1]; 3.1.1 §4.8: the connection is closed. */
+        *why = "empty topic filter";
+        return MQTT_RC_PROTOCOL_ERROR;
+    }
     if (topic_filter_check(f, flen, (size_t)conf->max_topic_length) != SL_OK ||
         topic_levels(f, flen) > (size_t)conf->max_topic_levels)
         return refuse_code(s, MQTT_RC_TOPIC_FILTER_INVALID);
@@ -1637,21 +1675,26 @@ static uint8_t subscribe_one(sess_t *s, const mqtt_sub_t *ms, uint32_t sub_id,
     int shared = topic_share_parse(f, flen, &g, &glen, &inner, &ilen);
     if (shared < 0)
         return refuse_code(s, MQTT_RC_TOPIC_FILTER_INVALID);
-    if (shared && ms->no_local) {
+    if (shared && sub->no_local) {
         /* MQTT 5 §3.8.3.1: a Protocol Error. */
-        *protocol_error = true;
+        *why = "no local on a shared subscription";
         return MQTT_RC_PROTOCOL_ERROR;
     }
-    if (denied(b, f, flen))
+    if (denied(s->b, f, flen))
         return refuse_code(s, MQTT_RC_NOT_AUTHORIZED);
-    {
-        const char *af = shared ? inner : f;
-        size_t al = shared ? ilen : flen;
-        if (sess_authz(s, AUTHZ_SUBSCRIBE, af, al, ms->qos, false) != 1)
-            return refuse_code(s, MQTT_RC_NOT_AUTHORIZED);
-    }
-    hook_event(b->auth, "session.subscribed", s->cid, s->username, f ? f : "",
-               NULL, 0, ms->qos, false);
+    return SUB_UNDECIDED;
+}
+
+/* One authorized filter: add it; returns the SUBACK code. *send_retained
+ * tells whether retained messages are to be sent for it. */
+static uint8_t subscribe_apply(sess_t *s, const char *f, size_t flen,
+                               sub_t *sub, bool *send_retained)
+{
+    broker_t *b = s->b;
+    const sl_conf_t *conf = b->conf;
+    *send_retained = false;
+    hook_event(b->auth, "session.subscribed", s->cid, s->username, f, NULL, 0,
+               sub->qos, false);
     subr_t *r = sess_subr(s);
     if (!r)
         return refuse_code(s, MQTT_RC_UNSPECIFIED);
@@ -1659,24 +1702,20 @@ static uint8_t subscribe_one(sess_t *s, const mqtt_sub_t *ms, uint32_t sub_id,
     if (!existing && conf->max_subscriptions &&
         s->n_subs >= (uint32_t)conf->max_subscriptions)
         return refuse_code(s, MQTT_RC_QUOTA_EXCEEDED);
-    sub_t sub = {.qos = ms->qos > conf->max_qos ? (uint8_t)conf->max_qos
-                                                : ms->qos,
-                 .no_local = ms->no_local,
-                 .retain_as_published = ms->retain_as_published,
-                 .retain_handling = ms->retain_handling,
-                 .sub_id = sub_id};
+    if (sub->qos > conf->max_qos)
+        sub->qos = (uint8_t)conf->max_qos;
     bool existed;
-    if (subs_add(b, r, f, flen, &sub, &existed) != SL_OK)
+    if (subs_add(b, r, f, flen, sub, &existed) != SL_OK)
         return refuse_code(s, MQTT_RC_UNSPECIFIED);
     if (!existed)
         s->n_subs++;
     if (s->persistent)
-        cluster_psub(b, s->cid, s->clen, f, flen, &sub, true);
+        cluster_psub(b, s->cid, s->clen, f, flen, sub, true);
     /* No retained messages for shared subscriptions (MQTT 5 §4.8.2). */
-    *send_retained = !shared && (sub.retain_handling == 0 ||
-                                 (sub.retain_handling == 1 && !existed));
-    *out = sub;
-    return sub.qos;
+    *send_retained = strncmp(f, "$share/", 7) != 0 &&
+                     (sub->retain_handling == 0 ||
+                      (sub->retain_handling == 1 && !existed));
+    return sub->qos;
 }
 
 /*
@@ -1685,16 +1724,27 @@ static uint8_t subscribe_one(sess_t *s, const mqtt_sub_t *ms, uint32_t sub_id,
  * 0x80 and is dropped again); input is paused meanwhile so acknowledgements
  * stay in order.
  */
-typedef struct subctx {
+typedef struct subctx subctx_t;
+
+/* One filter's authorization answer, for the HTTP ACL's callback. */
+typedef struct subslot {
+    subctx_t *c;
+    uint32_t i;
+    bool allowed;
+} subslot_t;
+
+struct subctx {
     sess_t *s;
     uint16_t pid;
     uint32_t n;
-    uint32_t pending;
+    uint32_t asking;             /* authorization answers still to come */
+    uint32_t pending;            /* store writes still to come */
     uint8_t *codes;
     bool *retained;
     sub_t *subs;
     char **filters;
-} subctx_t;
+    subslot_t *slots;
+};
 
 typedef struct subwrite {
     subctx_t *ctx;
@@ -1709,6 +1759,7 @@ static void subctx_free(subctx_t *c)
     free(c->codes);
     free(c->retained);
     free(c->subs);
+    free(c->slots);
     free(c);
 }
 
@@ -1795,69 +1846,129 @@ static void persist_sub(sess_t *s, subctx_t *c, uint32_t i)
                   w);
 }
 
+/* Every filter is decided: add the allowed ones, then SUBACK (after the
+ * store writes of a persistent session). */
+static void subscribe_decided(subctx_t *c)
+{
+    sess_t *s = c->s;
+    c->pending = 1; /* released below */
+    for (uint32_t i = 0; i < c->n; i++) {
+        if (c->codes[i] != SUB_UNDECIDED)
+            continue;
+        if (s->state != SESS_ONLINE || !c->slots[i].allowed) {
+            c->codes[i] = refuse_code(s, MQTT_RC_NOT_AUTHORIZED);
+            continue;
+        }
+        c->codes[i] = subscribe_apply(s, c->filters[i], strlen(c->filters[i]),
+                                      &c->subs[i], &c->retained[i]);
+        if (c->codes[i] < 0x80 && s->persistent)
+            persist_sub(s, c, i);
+    }
+    if (c->pending > 1)
+        s->paused = true;
+    if (--c->pending == 0)
+        subctx_finish(c);
+}
+
+static void on_subscribe_authz(void *arg, bool allowed)
+{
+    subslot_t *slot = arg;
+    subctx_t *c = slot->c;
+    slot->allowed = allowed;
+    if (--c->asking)
+        return;
+    sess_t *s = c->s;
+    sess_ref(s);
+    s->paused = false;
+    subscribe_decided(c);
+    sess_resume_input(s);
+    sess_unref(&s);
+}
+
+static subctx_t *subctx_new(uint32_t n)
+{
+    subctx_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->n = n;
+    c->codes = calloc(n, 1);
+    c->retained = calloc(n, sizeof(bool));
+    c->subs = calloc(n, sizeof(sub_t));
+    c->filters = calloc(n, sizeof(char *));
+    c->slots = calloc(n, sizeof(subslot_t));
+    if (!c->codes || !c->retained || !c->subs || !c->filters || !c->slots) {
+        subctx_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/*
+ * SUBSCRIBE: every filter is checked, then every filter that passed is
+ * authorized at once. When some answers come later (an HTTP ACL), the
+ * parsed packet waits here with input paused and goes on with all its
+ * decisions; it is never decoded again.
+ */
 static void handle_subscribe(sess_t *s, mqtt_packet_t *p)
 {
     uint32_t n = p->u.sub.count;
-    {
-        size_t cur0 = 0;
-        mqtt_sub_t ms0;
-        for (uint32_t i = 0; i < n && mqtt_sub_next(p, s->version, &cur0, &ms0);
-             i++) {
-            const char *f = (const char *)ms0.filter.p, *g, *inner;
-            size_t flen = ms0.filter.len, glen, ilen;
-            if (topic_share_parse(f, flen, &g, &glen, &inner, &ilen) == 1) {
-                f = inner;
-                flen = ilen;
-            }
-            if (topic_filter_check(f, flen, 0) != SL_OK)
-                continue;
-            if (sess_authz(s, AUTHZ_SUBSCRIBE, f, flen, ms0.qos, false) < 0)
-                return;
-        }
-    }
-    subctx_t *c = calloc(1, sizeof(*c));
-    if (c) {
-        c->n = n;
-        c->codes = calloc(n, 1);
-        c->retained = calloc(n, sizeof(bool));
-        c->subs = calloc(n, sizeof(sub_t));
-        c->filters = calloc(n, sizeof(char *));
-    }
-    if (!c || !c->codes || !c->retained || !c->subs || !c->filters) {
-        if (c)
-            subctx_free(c);
+    subctx_t *c = subctx_new(n);
+    if (!c) {
         sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
         return;
     }
     sess_ref(s);
     c->s = s;
     c->pid = p->u.sub.packet_id;
-    c->pending = 1; /* released below */
     uint32_t sub_id = mqtt_props_has(&p->props, MQTT_P_SUBSCRIPTION_ID)
                           ? p->props.subscription_id
                           : 0;
     size_t cur = 0;
     mqtt_sub_t ms;
-    bool protocol_error = false;
+    const char *why = NULL;
     for (uint32_t i = 0; i < n && mqtt_sub_next(p, s->version, &cur, &ms);
          i++) {
+        c->subs[i] = (sub_t){.qos = ms.qos, .no_local = ms.no_local,
+                             .retain_as_published = ms.retain_as_published,
+                             .retain_handling = ms.retain_handling,
+                             .sub_id = sub_id};
         c->filters[i] = strndup((const char *)ms.filter.p, ms.filter.len);
-        if (!c->filters[i]) {
-            c->codes[i] = 0x80;
-            continue;
-        }
-        c->codes[i] = subscribe_one(s, &ms, sub_id, &c->retained[i],
-                                    &c->subs[i], &protocol_error);
-        if (c->codes[i] < 0x80 && s->persistent)
-            persist_sub(s, c, i);
+        c->codes[i] = c->filters[i] ? subscribe_check(s, c->filters[i],
+                                                      ms.filter.len,
+                                                      &c->subs[i], &why)
+                                    : refuse_code(s, MQTT_RC_UNSPECIFIED);
+        if (why)
+            break;
     }
-    if (protocol_error)
-        sess_close(s, MQTT_RC_PROTOCOL_ERROR,
-                   "no local on a shared subscription");
-    if (c->pending > 1)
-        s->paused = true;
-    if (--c->pending == 0)
-        subctx_finish(c);
+    if (why) {
+        sess_close(s, MQTT_RC_PROTOCOL_ERROR, why);
+        sess_unref(&c->s);
+        subctx_free(c);
+        return;
+    }
+    c->asking = 1; /* released below */
+    for (uint32_t i = 0; i < n; i++) {
+        if (c->codes[i] != SUB_UNDECIDED)
+            continue;
+        const char *f = c->filters[i], *g, *inner;
+        size_t flen = strlen(f), glen, ilen;
+        if (topic_share_parse(f, flen, &g, &glen, &inner, &ilen) == 1) {
+            f = inner;  /* the ACL sees the filter inside $share/<g>/ */
+            flen = ilen;
+        }
+        c->slots[i] = (subslot_t){c, i, false};
+        int r = sess_authz(s, AUTHZ_SUBSCRIBE, f, flen, c->subs[i].qos, false,
+                           on_subscribe_authz, &c->slots[i]);
+        if (r < 0)
+            c->asking++;
+        else
+            c->slots[i].allowed = r == 1;
+    }
+    if (--c->asking == 0) {
+        subscribe_decided(c);
+        return;
+    }
+    s->paused = true;
 }
 
 static void handle_unsubscribe(sess_t *s, mqtt_packet_t *p)
@@ -2047,10 +2158,6 @@ size_t sess_feed(sess_t *s, const uint8_t *buf, size_t len)
             break;
         }
         handle_packet(s, &pkt);
-        if (s->redo) {
-            off -= total; /* decoded again once the answer is in */
-            break;
-        }
     }
     sess_unref(&s);
     return off;

@@ -321,6 +321,31 @@ def test_acl_cache_hit(start, srv, clients):
     assert srv.count("/acl", topic=topic) == 1
 
 
+@pytest.mark.parametrize("protocol,denied", [("311", SUBACK_FAILURE),
+                                             ("5", V5_NOT_AUTHORIZED)])
+def test_acl_http_without_cache_asks_once_per_topic(start, srv, clients,
+                                                    protocol, denied):
+    """auth_cache_ttl 0 (no cache): every filter of a SUBSCRIBE and the
+    topic of a PUBLISH are asked about exactly once, one SUBACK answers
+    the packet, and input goes on after the answers."""
+    srv.users["u"] = User("pw")
+    ok, no = uniq("ok"), uniq("no")
+    srv.acl_rules += [("all", ok, "allow")]
+    srv.acl_default = Reply.deny()
+    b = start(auth_http_url=srv.url("/auth"), acl_http_url=srv.url("/acl"),
+              auth_cache_ttl=0)
+    c = clients(b, "u", "pw", protocol)
+    assert c.subscribe(ok, 1) == [1]
+    assert c.subscribe([(ok, 1), (no, 1)]) == [1, denied]
+    c.publish(ok, b"x", qos=1)
+    assert c.expect_message().topic == ok
+    assert srv.count("/acl", action="subscribe", topic=ok) == 2
+    assert srv.count("/acl", action="subscribe", topic=no) == 1
+    assert srv.count("/acl", action="publish", topic=ok) == 1
+    c.expect_no_message(0.3)
+    assert srv.count("/acl") == 4, "asked again after the answers"
+
+
 def test_acl_timeout_applies_policy(start, srv, clients):
     srv.users["u"] = User("pw")
     srv.acl_replies["slow/x"] = Reply.allow(delay=2.0)

@@ -194,6 +194,17 @@ def test_invalid_filter(broker, raw_factory, flt):
     r.expect(raw.PINGRESP)
 
 
+def test_empty_filter_closes_v311(broker, raw_factory):
+    """[MQTT-4.7.3-1]: a topic filter is at least one character; 3.1.1
+    §4.8 has the server close the connection on such a violation (as
+    Mosquitto does), not answer SUBACK 0x80."""
+    r = raw_factory()
+    assert r.connect("empty-filter").rc == 0
+    r.send(raw.subscribe(5, [("", 1), ("fine/topic", 1)]))
+    with pytest.raises(raw.Closed):
+        r.recv()
+
+
 @pytest.mark.starling_only
 @pytest.mark.broker(max_subscriptions=2)
 def test_max_subscriptions(raw_factory):

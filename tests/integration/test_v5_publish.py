@@ -371,6 +371,20 @@ def test_v5_topic_name_with_wildcard(raw_factory, topic):
     pub.expect_disconnect(0x90)  # Topic Name invalid
 
 
+@pytest.mark.parametrize("response", ["replies/+", "replies/#", "#"])
+def test_v5_response_topic_with_wildcard(raw_factory, topic, response):
+    """[MQTT-3.3.2-14]: a Response Topic is a topic name; a wildcard in it
+    is a Protocol Error (DISCONNECT 0x82), and nothing is delivered."""
+    sub, _ = v5connect(raw_factory, "resp-sub")
+    assert sub.subscribe([(topic, sub_options(1))]).codes == [1]
+    pub, _ = v5connect(raw_factory, "resp-wild")
+    pub.send(v5.publish(topic, b"x", qos=1, pid=2,
+                        properties=[(v5.RESPONSE_TOPIC, response)]))
+    pub.expect_disconnect(v5.RC_PROTOCOL_ERROR)
+    sub.send(v5.pingreq())
+    assert sub.recv().type == raw.PINGRESP
+
+
 def test_v5_pubrel_unknown_packet_id(raw_factory):
     c, _ = v5connect(raw_factory, "pubrel-unknown")
     c.send(v5.ack(raw.PUBREL, 4242))
