@@ -188,6 +188,11 @@ static const option_t options[] = {
     INT(connect_timeout, 1, 3600, "10", RELOAD,
         "Seconds a new TCP connection has to send CONNECT before it is "
         "closed."),
+    INT(close_linger, 0, 10000, "300", RELOAD,
+        "Milliseconds a connection the broker closes after telling the "
+        "client why (DISCONNECT, a refusing CONNACK) keeps discarding the "
+        "client's input before the socket is closed, so the client reads "
+        "the reason instead of a reset; 0 = close at once."),
     INT(max_topic_length, 1, 65535, "65535", RELOAD,
         "Longest topic name or filter, in bytes."),
     INT(max_topic_levels, 1, 65535, "128", RELOAD,

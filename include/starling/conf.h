@@ -103,6 +103,7 @@ typedef struct sl_conf {
     bool retain_available;           /* true */
     int max_keepalive;               /* 65535 */
     int connect_timeout;             /* 10 s between TCP accept and CONNECT */
+    int close_linger;                /* ms input is discarded after a close */
     int max_topic_length;            /* 65535 */
     int max_topic_levels;            /* 128 */
     int max_subscriptions;           /* 0 per client; 0 = unlimited */

@@ -46,6 +46,7 @@
 #include <event2/event_struct.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* Bytes read per read(2); complete packets in it are handled in place. */
@@ -65,6 +66,8 @@ struct conn {
     bool want_write;
     bool dirty;
     bool closing;                /* close once `out` is written */
+    bool lingering;              /* `out` written: input discarded until
+                                  * EOF or close_linger ms */
     bool added;
     bool tls;                    /* this is a tls_conn_t */
 };
@@ -274,6 +277,47 @@ static enum push push_tls(conn_t *c, char *why, size_t len)
     return PUSH_DONE;
 }
 
+/*
+ * The broker told the client why it closes (DISCONNECT, a refusing
+ * CONNACK) and that is written. Closing now, with the client still
+ * sending (a PUBREL for a PUBREC it is reading, say), would make the
+ * kernel answer with a reset that may destroy the reason before the
+ * client reads it. So the write side is shut (the client reads EOF after
+ * the reason; TLS keeps its close_notify for the end) and input is read
+ * and discarded until the client closes or close_linger ms pass.
+ */
+static bool linger(conn_t *c)
+{
+    int ms = c->b->conf->close_linger;
+    if (ms <= 0 || c->lingering)
+        return false;
+    if (!c->tls)
+        shutdown(c->fd, SHUT_WR);
+    c->lingering = true;
+    c->reading = true;
+    c->want_write = false;
+    c->has_timeout = true;
+    c->timeout.tv_sec = ms / 1000;
+    c->timeout.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    rearm(c);
+    return true;
+}
+
+static void linger_read(conn_t *c)
+{
+    uint8_t buf[4096];
+    for (int i = 0; i < 64; i++) {
+        ssize_t n = read(c->fd, buf, sizeof(buf));
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+                      errno == EINTR))
+            return;
+        break; /* EOF or error: the client is gone */
+    }
+    sess_on_transport_closed(c->s, NULL);
+}
+
 /* Write what can be written now. Returns false when the connection failed
  * or closed (the session has then been told). */
 static bool write_out(conn_t *c)
@@ -296,7 +340,8 @@ static bool write_out(conn_t *c)
         rearm(c);
     }
     if (c->closing) {
-        sess_on_transport_closed(c->s, NULL);
+        if (!linger(c))
+            sess_on_transport_closed(c->s, NULL);
         return false;
     }
     return true;
@@ -545,7 +590,12 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
     conn_t *c = arg;
     sess_t *s = c->s;
     sess_ref(s);
-    if (what & EV_TIMEOUT) {
+    if (c->lingering) {
+        if (what & EV_TIMEOUT)
+            sess_on_transport_closed(s, NULL);
+        else if (what & EV_READ)
+            linger_read(c);
+    } else if (what & EV_TIMEOUT) {
         on_timeout(c);
     } else if (c->tls) {
         on_io_tls(c, what);

@@ -2,6 +2,9 @@
 honoured by the broker, the broker's Receive Maximum enforced (0x93), the
 client's Maximum Packet Size honoured (oversized messages skipped), the
 broker's Maximum Packet Size enforced (0x95)."""
+import select
+import time
+
 import pytest
 
 import mqtt_raw as raw
@@ -70,6 +73,48 @@ def test_v5_broker_receive_maximum_qos2(raw_factory, topic):
         assert c.expect(raw.PUBREC).pid == pid
     c.send(v5.publish(topic, b"x", qos=2, pid=3))
     c.expect_disconnect(v5.RC_RECEIVE_MAXIMUM_EXCEEDED)
+
+
+def write_after_reason(sock, first):
+    """Send `first`, wait until the broker's answer is readable (not
+    reading it), then go on writing as a client busy sending PUBRELs would;
+    returns the error that ended the writing (the broker reset the
+    connection; a client library gives up there, before reading the
+    reason), or None."""
+    sock.sendall(first)
+    select.select([sock], [], [], 5.0)
+    try:
+        for _ in range(16):
+            sock.sendall(v5.ack(raw.PUBREL, 1) * 1024)
+            time.sleep(0.01)  # paced as a client's writes are
+    except OSError as e:
+        return e
+    return None
+
+
+@pytest.mark.parametrize("linger", [
+    pytest.param(True, marks=pytest.mark.broker(receive_maximum=1),
+                 id="linger"),
+    pytest.param(False, marks=[pytest.mark.broker(receive_maximum=1,
+                                                  close_linger=0),
+                               pytest.mark.starling_only],
+                 id="no-linger")])
+def test_v5_disconnect_reason_reaches_a_client_still_sending(
+        raw_factory, topic, linger):
+    """Receive Maximum exceeded by a client that keeps sending: the broker
+    shuts its write side and discards input for close_linger ms, so the
+    client's writes go on without error and it reads DISCONNECT 0x93.
+    Closing at once (close_linger 0) resets the client's next write."""
+    c, _ = v5connect(raw_factory, "rm-flood")
+    c.send(v5.publish(topic, b"x", qos=2, pid=1))
+    assert c.expect(raw.PUBREC).pid == 1
+    err = write_after_reason(c.raw.sock,
+                             v5.publish(topic, b"x", qos=2, pid=2))
+    if linger:
+        assert err is None, f"the client's writes failed: {err!r}"
+        c.expect_disconnect(v5.RC_RECEIVE_MAXIMUM_EXCEEDED)
+    else:
+        assert isinstance(err, (BrokenPipeError, ConnectionResetError))
 
 
 @pytest.mark.broker(receive_maximum=2)
