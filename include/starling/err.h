@@ -3,8 +3,13 @@
  *
  * Functions return int: 0 (SL_OK) on success, a negative SL_E* value on
  * failure, results through out-parameters. Decoders additionally return
- * SL_AGAIN (positive) when more input is needed. The mapping of these codes to
- * MQTT reason codes lives in one place: mqtt_err_reason() in mqtt.h.
+ * SL_AGAIN (positive) when more input is needed.
+ *
+ * The broker's reasons for refusing or closing are statuses here too
+ * (SL_EKEEPALIVE, SL_ERECEIVEMAX, ...); broker code picks a status, never
+ * an MQTT reason code. The one table from status to MQTT 5 reason code,
+ * MQTT 3 CONNACK return code and SUBACK failure code is src/mqtt/reason.c
+ * (mqtt_err_reason(), mqtt_connack_code(), mqtt_suback_code() in mqtt.h).
  */
 #ifndef STARLING_ERR_H
 #define STARLING_ERR_H
@@ -12,6 +17,8 @@
 enum {
     SL_OK = 0,
     SL_AGAIN = 1,            /* need more input (not an error) */
+    SL_NOMATCH = 2,          /* done; no subscriber matched (v5 0x10) */
+    SL_NOSUB = 3,            /* done; no such subscription (v5 0x11) */
 
     SL_ENOMEM = -1,          /* allocation failed */
     SL_EINVAL = -2,          /* bad argument / value */
@@ -30,6 +37,18 @@ enum {
     SL_ECLIENTID = -15,      /* client identifier not valid */
     SL_EPROPERTY = -16,      /* MQTT 5: property not allowed / duplicated */
     SL_EAUTH = -17,          /* authentication or authorization refused */
+    SL_EKEEPALIVE = -18,     /* nothing from the client for 1.5 keep alive */
+    SL_ETAKENOVER = -19,     /* another connection took the session */
+    SL_ESHUTDOWN = -20,      /* the broker is shutting down */
+    SL_EUNAVAILABLE = -21,   /* the broker cannot serve (store down) */
+    SL_EALIAS = -22,         /* MQTT 5: topic alias out of range */
+    SL_ERECEIVEMAX = -23,    /* MQTT 5: client exceeded Receive Maximum */
+    SL_EQOS = -24,           /* QoS above max_qos */
+    SL_ERETAIN = -25,        /* retain while retain_available is false */
+    SL_EFILTER = -26,        /* invalid topic filter */
+    SL_EAUTHMETHOD = -27,    /* MQTT 5: authentication method not supported */
+    SL_EPACKETID = -28,      /* packet identifier not in use */
+    SL_EKEEPALIVEMAX = -29,  /* v3 keep alive above max_keepalive */
 };
 
 /* A short, static, human readable text for a status code. */

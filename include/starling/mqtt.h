@@ -114,6 +114,9 @@ enum {
     MQTT_V3_NOT_AUTHORIZED = 5,
 };
 
+/* MQTT 3.1.1 SUBACK return code refusing a filter. */
+#define MQTT_SUBACK_FAILURE 0x80
+
 /* MQTT 5.0 property identifiers (§2.2.2.2). */
 enum {
     MQTT_P_PAYLOAD_FORMAT = 0x01,
@@ -352,6 +355,21 @@ bool mqtt_utf8_valid(const uint8_t *s, size_t len);
 /* The reason code a decoding error maps to (0x81 malformed, 0x82 protocol
  * error, 0x95 too large, 0x84 unsupported version...). One place. */
 uint8_t mqtt_err_reason(int err);
+/* The CONNACK code for a status: the v5 reason code, or for MQTT 3.1 and
+ * 3.1.1 the CONNACK return code (0-5). */
+uint8_t mqtt_connack_code(int status, int version);
+/* The v5 reason code of a status in an acknowledgement of type `type`
+ * (PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK, UNSUBACK): a code the spec does
+ * not allow there becomes 0x80 (Unspecified error). */
+uint8_t mqtt_ack_code(int status, int type);
+/* The SUBACK code refusing a filter for a status: the v5 reason code, or
+ * 0x80 for MQTT 3. */
+uint8_t mqtt_suback_code(int status, int version);
+/* A reason code (received or sent) that reports a failure (>= 0x80). */
+static inline bool mqtt_rc_failed(uint8_t code)
+{
+    return code >= 0x80;
+}
 
 /* A name for a packet type, for logs ("PUBLISH"). */
 const char *mqtt_type_name(int type);

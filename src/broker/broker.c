@@ -9,6 +9,7 @@
  * for their output to drain and leaves the loop.
  */
 #include "internal.h"
+#include "session.h"
 
 #include "starling/err.h"
 #include "starling/log.h"
@@ -437,7 +438,7 @@ void broker_stop(broker_t *b)
     for (sess_t *s = b->all, *next; s; s = next) {
         next = s->next_all;
         s->disconnect_normal = true; /* the session survives: no will */
-        sess_close(s, MQTT_RC_SERVER_SHUTTING_DOWN, NULL);
+        sess_close(s, SL_ESHUTDOWN, NULL);
     }
     if (b->n_conns == 0)
         finish_stop(b);

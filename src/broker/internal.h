@@ -86,88 +86,6 @@ typedef struct group {
 
 #define GROUP_TAG ((uintptr_t)1)
 
-typedef struct dlv {
-    struct dlv *next;
-    msg_t *msg;
-    group_t *group;              /* shared subscription it came through */
-    uint64_t qid;                /* store queue entry id; 0 = not persisted */
-    uint16_t pid;                /* 0 until sent */
-    uint8_t qos;
-    uint8_t state;               /* STORE_SENT / STORE_PUBREC */
-    bool retain;                 /* RETAIN flag to send */
-    uint8_t n_subids;
-    uint32_t subids[4];          /* v5 subscription identifiers (first 4) */
-} dlv_t;
-
-typedef struct dlvq {
-    dlv_t *head, *tail;
-    uint32_t len;
-} dlvq_t;
-
-enum sess_state {
-    SESS_NEW,                    /* accepted, waiting for CONNECT */
-    SESS_CLAIMING,               /* CONNECT received, waiting for the store */
-    SESS_ONLINE,                 /* CONNACK sent */
-    SESS_CLOSING,                /* closing: flushing output, no more input */
-    SESS_CLOSED,                 /* transport gone; freed at refs 0 */
-};
-
-struct sess {
-    /* Ordered by size so an idle client costs as little as possible. */
-    struct broker *b;
-    struct conn *conn;           /* the transport; NULL once closed */
-    struct sess *prev_all, *next_all;  /* broker->all list */
-    char *peer;                  /* "address:port", for logs */
-    char *cid;                   /* from CONNECT */
-    char *username;
-    msg_t *will;
-    subr_t *subr;                /* NULL for a clean session until SUBSCRIBE */
-    uint64_t epoch;              /* store epoch (persistent sessions) */
-    uint64_t connected_ms;       /* CONNECT time: a clean session's epoch */
-    uint64_t max_qid;            /* every queue id up to here was seen */
-
-    /* outbound (broker -> client) */
-    dlvq_t inflight;             /* sent, awaiting ack; in send order */
-    dlvq_t pending;              /* waiting for the inflight window */
-    map_t *alias_out;            /* topic -> alias number (v5) */
-    map_t *qseen;                /* queue ids seen above max_qid */
-
-    /* inbound (client -> broker) */
-    uint16_t *in_qos2;           /* packet ids awaiting PUBREL */
-    char **alias_in;             /* v5 alias -> topic, [max_topic_alias+1] */
-
-    /* auth */
-    auth_identity_t *authid;
-    struct pubheld *held_pub;    /* a PUBLISH waiting for its decision */
-
-    uint32_t refs;
-    enum sess_state state;
-    uint32_t clen;
-    uint32_t expiry;             /* session expiry interval, s */
-    uint32_t will_delay;
-    uint32_t window;             /* min(max_inflight, client receive max) */
-    uint32_t max_packet_out;     /* client's maximum packet size (v5) */
-    uint32_t n_in_qos2, cap_in_qos2;
-    uint32_t in_flight_in;       /* QoS 1 PUBLISH not yet acknowledged */
-    uint32_t n_subs;
-    uint16_t keepalive;
-    uint16_t next_pid;
-    uint16_t alias_max_out;      /* client's topic alias maximum (v5) */
-    uint16_t alias_next;
-    uint8_t version;
-    bool clean;
-    bool persistent;             /* session outlives the connection */
-    bool disconnect_normal;      /* DISCONNECT received (no will) */
-    bool expiry_capped;          /* expiry lowered to max_session_expiry */
-    bool keepalive_overridden;   /* v5: server keep alive sent */
-    bool paused;                 /* input waits for the store or auth */
-    bool assigned_id;            /* v5: the broker chose the client id */
-    bool taken_over;
-    bool resumed_pids;           /* pending holds deliveries with a pid */
-    bool request_problem_info;
-    bool sweeping;               /* a sweep of its queue is under way */
-};
-
 typedef struct broker_stats {
     uint64_t connects, disconnects, msgs_in, msgs_out, bytes_in, bytes_out;
     uint64_t dropped_queue_full, dropped_too_large, dropped_expired;
@@ -217,36 +135,6 @@ struct broker {
 
     broker_stats_t stats;
 };
-
-/* ---- session.c --------------------------------------------------------- */
-sess_t *sess_new(struct broker *b, const char *peer);
-void sess_ref(sess_t *s);
-void sess_unref(sess_t **s);
-/* Handle the complete packets at the start of buf; returns the bytes
- * consumed (stops at a partial packet, a pause or a close). */
-size_t sess_feed(sess_t *s, const uint8_t *buf, size_t len);
-/* The transport closed or failed. */
-void sess_on_transport_closed(sess_t *s, const char *why);
-/* Close the session: v5 DISCONNECT with `reason` when >= 0x80 and allowed,
- * flush output, then drop the transport. `why` is logged. */
-void sess_close(sess_t *s, uint8_t reason, const char *why);
-/* Deliver a message to an online session (router). qid != 0 for messages
- * already in the session's store queue. */
-void sess_deliver(sess_t *s, msg_t *m, uint8_t qos, bool retain,
-                  const uint32_t *subids, uint8_t n_subids, uint64_t qid,
-                  group_t *group);
-const char *sess_name(const sess_t *s);
-/* Queue-entry bookkeeping of a connection (dedup of notices and sweeps). */
-bool sess_qid_new(sess_t *s, uint64_t qid);
-void sess_qid_swept(sess_t *s, const store_entry_t *e, size_t n);
-
-/* The epoch that orders claims of one client id across the cluster: the
- * store's for stored sessions, the CONNECT time for clean ones (store
- * epochs are at least the claim time in ms too). */
-static inline uint64_t sess_claim_epoch(const sess_t *s)
-{
-    return s->epoch ? s->epoch : s->connected_ms;
-}
 
 /* ---- router.c ---------------------------------------------------------- */
 /* Completion of a publish: called once when every store write is done. */

@@ -13,6 +13,7 @@
  * publisher is acknowledged only for messages that are safe.
  */
 #include "internal.h"
+#include "session.h"
 
 #include "starling/err.h"
 #include "starling/log.h"

@@ -10,6 +10,7 @@
  * both views change together, here only.
  */
 #include "internal.h"
+#include "session.h"
 
 #include "starling/err.h"
 

@@ -7,6 +7,7 @@
  * these topics ($-rule), so `#` subscribers do not see them.
  */
 #include "internal.h"
+#include "session.h"
 
 #include "starling/log.h"
 

@@ -40,6 +40,7 @@
  *
  */
 #include "../broker/internal.h"
+#include "../broker/session.h"
 #include "../store/blob.h"
 #include "../store/rclient.h"
 #include "../store/redis_url.h"
@@ -1124,7 +1125,7 @@ static void rx_claim(cluster_t *c, int from, rbuf_t *r)
     sess_t *s = map_get(c->b->clients, cid, clen);
     if (s && sess_claim_epoch(s) < epoch) {
         s->taken_over = true;
-        sess_close(s, MQTT_RC_SESSION_TAKEN_OVER,
+        sess_close(s, SL_ETAKENOVER,
                    "session taken over by another node");
     }
     owner_set(c, cid, clen, from, epoch, will, delay, expiry);

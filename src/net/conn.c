@@ -36,7 +36,9 @@
  * (stats.tls_handshake_errors, $SYS/broker/tls/handshake_errors).
  */
 #include "../broker/internal.h"
+#include "../broker/session.h"
 
+#include "starling/err.h"
 #include "starling/log.h"
 #include "tls.h"
 
@@ -429,7 +431,7 @@ static bool take_input(conn_t *c, const uint8_t *buf, size_t n)
     sess_t *s = c->s;
     if (c->in) {
         if (evbuffer_add(c->in, buf, n) != 0) {
-            sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
+            sess_close(s, SL_ENOMEM, "out of memory");
             return false;
         }
         conn_resume(c);
@@ -441,7 +443,7 @@ static bool take_input(conn_t *c, const uint8_t *buf, size_t n)
     if (used < n) {
         c->in = evbuffer_new();
         if (!c->in || evbuffer_add(c->in, buf + used, n - used)) {
-            sess_close(s, MQTT_RC_UNSPECIFIED, "out of memory");
+            sess_close(s, SL_ENOMEM, "out of memory");
             return false;
         }
     }
@@ -555,7 +557,7 @@ static void on_timeout(conn_t *c)
     else if (s->state == SESS_NEW)
         sess_close(s, 0, "no CONNECT within connect_timeout");
     else
-        sess_close(s, MQTT_RC_KEEPALIVE_TIMEOUT, "keepalive timeout");
+        sess_close(s, SL_EKEEPALIVE, "keepalive timeout");
 }
 
 static void on_io_tls(conn_t *c, short what)

@@ -6,6 +6,7 @@
  * start: a missing or unreadable certificate or key stops the start).
  */
 #include "../broker/internal.h"
+#include "../broker/session.h"
 
 #include "starling/err.h"
 #include "starling/log.h"

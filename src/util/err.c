@@ -25,6 +25,20 @@ const char *sl_strerror(int err)
     case SL_ECLIENTID: return "client identifier not valid";
     case SL_EPROPERTY: return "invalid property";
     case SL_EAUTH: return "not authorized";
+    case SL_NOMATCH: return "no matching subscribers";
+    case SL_NOSUB: return "no subscription existed";
+    case SL_EKEEPALIVE: return "keepalive timeout";
+    case SL_ETAKENOVER: return "session taken over";
+    case SL_ESHUTDOWN: return "server shutting down";
+    case SL_EUNAVAILABLE: return "server unavailable";
+    case SL_EALIAS: return "invalid topic alias";
+    case SL_ERECEIVEMAX: return "receive maximum exceeded";
+    case SL_EQOS: return "QoS not supported";
+    case SL_ERETAIN: return "retain not supported";
+    case SL_EFILTER: return "invalid topic filter";
+    case SL_EAUTHMETHOD: return "authentication method not supported";
+    case SL_EPACKETID: return "packet identifier not found";
+    case SL_EKEEPALIVEMAX: return "keep alive above the server's maximum";
     }
     return "unknown error";
 }

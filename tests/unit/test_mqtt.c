@@ -1360,3 +1360,44 @@ Test(mqtt_misc, err_reason_and_names)
     cr_assert_str_eq(mqtt_type_name(0), "UNKNOWN");
     cr_assert_str_eq(mqtt_type_name(16), "UNKNOWN");
 }
+
+/* The one table: the broker's refusal statuses, per protocol version and
+ * per acknowledgement. */
+Test(mqtt_misc, reason_table)
+{
+    /* CONNACK: v5 reason codes and MQTT 3 return codes. */
+    cr_assert_eq(mqtt_connack_code(SL_EAUTH, MQTT_V5), 0x87);
+    cr_assert_eq(mqtt_connack_code(SL_EAUTH, MQTT_V311), 5);
+    cr_assert_eq(mqtt_connack_code(SL_ECLIENTID, MQTT_V5), 0x85);
+    cr_assert_eq(mqtt_connack_code(SL_ECLIENTID, MQTT_V31), 2);
+    cr_assert_eq(mqtt_connack_code(SL_EUNAVAILABLE, MQTT_V5), 0x88);
+    cr_assert_eq(mqtt_connack_code(SL_EUNAVAILABLE, MQTT_V311), 3);
+    cr_assert_eq(mqtt_connack_code(SL_EVERSION, MQTT_V311), 1);
+    cr_assert_eq(mqtt_connack_code(SL_EKEEPALIVEMAX, MQTT_V311), 2);
+    cr_assert_eq(mqtt_connack_code(SL_EQOS, MQTT_V311), 5, "a will's QoS");
+    cr_assert_eq(mqtt_connack_code(SL_EIO, MQTT_V311), 3, "not listed");
+    /* DISCONNECT reasons of the broker's own closes. */
+    cr_assert_eq(mqtt_err_reason(SL_EKEEPALIVE), 0x8D);
+    cr_assert_eq(mqtt_err_reason(SL_ETAKENOVER), 0x8E);
+    cr_assert_eq(mqtt_err_reason(SL_ESHUTDOWN), 0x8B);
+    cr_assert_eq(mqtt_err_reason(SL_ERECEIVEMAX), 0x93);
+    cr_assert_eq(mqtt_err_reason(SL_EALIAS), 0x94);
+    cr_assert_eq(mqtt_err_reason(SL_ERETAIN), 0x9A);
+    cr_assert_eq(mqtt_err_reason(SL_EQOS), 0x9B);
+    /* Acknowledgements carry only the codes the spec allows there. */
+    cr_assert_eq(mqtt_ack_code(SL_OK, MQTT_PUBACK), 0x00);
+    cr_assert_eq(mqtt_ack_code(SL_NOMATCH, MQTT_PUBACK), 0x10);
+    cr_assert_eq(mqtt_ack_code(SL_EAUTH, MQTT_PUBREC), 0x87);
+    cr_assert_eq(mqtt_ack_code(SL_ESTALE, MQTT_PUBACK), 0x80,
+                 "0x8E is not a PUBACK code");
+    cr_assert_eq(mqtt_ack_code(SL_EPACKETID, MQTT_PUBCOMP), 0x92);
+    cr_assert_eq(mqtt_ack_code(SL_NOSUB, MQTT_UNSUBACK), 0x11);
+    cr_assert_eq(mqtt_suback_code(SL_EFILTER, MQTT_V5), 0x8F);
+    cr_assert_eq(mqtt_suback_code(SL_ELIMIT, MQTT_V5), 0x97);
+    cr_assert_eq(mqtt_suback_code(SL_EPROTOCOL, MQTT_V5), 0x80,
+                 "0x82 is not a SUBACK code");
+    cr_assert_eq(mqtt_suback_code(SL_EAUTH, MQTT_V311), 0x80);
+    /* Every status has a text. */
+    for (int st = SL_EKEEPALIVEMAX; st <= SL_NOSUB; st++)
+        cr_assert_str_neq(sl_strerror(st), "unknown error", "status %d", st);
+}
