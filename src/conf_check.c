@@ -17,16 +17,27 @@ static const char *const webhook_event_names[] = {
     "client.connected",     "client.disconnected",  "session.subscribed",
     "session.unsubscribed", "message.publish",      NULL};
 
+/* The length of the scheme (one of schemes, NULL-ended) that value starts
+ * with; 0 for none. nocase: ignoring case. */
+static size_t scheme_len(const char *value, const char *const *schemes,
+                         bool nocase)
+{
+    for (size_t i = 0; schemes[i]; i++) {
+        size_t n = strlen(schemes[i]);
+        if ((nocase ? strncasecmp(value, schemes[i], n)
+                    : strncmp(value, schemes[i], n)) == 0)
+            return n;
+    }
+    return 0;
+}
+
 int conf_check_store(const char *value, char *msg, size_t len)
 {
-    static const char *const schemes[] = {"redis://", "redis+cluster://"};
-    if (strcmp(value, "memory") == 0)
+    static const char *const schemes[] = {"redis://", "redis+cluster://",
+                                          NULL};
+    size_t n = scheme_len(value, schemes, false);
+    if (strcmp(value, "memory") == 0 || (n && value[n] != '\0'))
         return SL_OK;
-    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
-        size_t n = strlen(schemes[i]);
-        if (strncmp(value, schemes[i], n) == 0 && value[n] != '\0')
-            return SL_OK;
-    }
     return conf_fail(msg, len,
                      "expected memory, redis://HOST:PORT or "
                      "redis+cluster://HOST:PORT,..., got '%s'",
@@ -49,13 +60,11 @@ int conf_check_node_id(const char *value, char *msg, size_t len)
 
 int conf_check_http_url(const char *value, char *msg, size_t len)
 {
-    static const char *const schemes[] = {"http://", "https://"};
-    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
-        size_t n = strlen(schemes[i]);
-        if (strncasecmp(value, schemes[i], n) == 0 && value[n] != '\0' &&
-            value[n] != '/' && !strpbrk(value, " \t\r\n"))
-            return SL_OK;
-    }
+    static const char *const schemes[] = {"http://", "https://", NULL};
+    size_t n = scheme_len(value, schemes, true);
+    if (n && value[n] != '\0' && value[n] != '/' &&
+        !strpbrk(value, " \t\r\n"))
+        return SL_OK;
     return conf_fail(msg, len,
                      "expected http://HOST[:PORT]/PATH or "
                      "https://HOST[:PORT]/PATH, got '%s'",
