@@ -10,6 +10,7 @@
  */
 #include "internal.h"
 #include "session.h"
+#include "../net/net.h"
 
 #include "starling/err.h"
 #include "starling/log.h"
@@ -234,9 +235,32 @@ static void finish_stop(broker_t *b)
     event_base_loopexit(b->base, &tv);
 }
 
-static void on_flush(evutil_socket_t fd, short what, void *arg)
+/* A new client from a listener: a session for it, unless the node stops
+ * or holds max_connections already. */
+static void on_accept(void *arg, conn_t *c, const char *peer)
 {
-    conn_flush_all(arg);
+    broker_t *b = arg;
+    int max = b->conf->max_connections;
+    if (b->stopping || (max && b->n_conns >= (uint32_t)max)) {
+        if (!b->stopping)
+            log_warning("connection from %s refused: max_connections (%d) "
+                        "reached",
+                        peer, max);
+        conn_free(c);
+        return;
+    }
+    sess_t *s = sess_new(b, peer);
+    if (!s) {
+        conn_free(c);
+        return;
+    }
+    sess_attach(s, c);
+    s->next_all = b->all;
+    if (b->all)
+        b->all->prev_all = s;
+    b->all = s;
+    b->n_conns++;
+    conn_start(c, (uint64_t)b->conf->connect_timeout * 1000u);
 }
 
 void broker_conn_gone(broker_t *b, sess_t *s)
@@ -277,7 +301,8 @@ static void load_done(broker_t *b, int status, const char *what)
         evtimer_add(b->reload, &tv);
     } else if (!b->loaded) {
         b->loaded = true;
-        listener_enable(b);
+        if (!b->stopping)
+            net_enable(b->net);
         log_info("starling ready (store: %s)", store_kind(b->store));
     } else {
         log_info("store: persistent-session index and retained messages "
@@ -382,10 +407,10 @@ int broker_new(broker_t **out, struct event_base *base, sl_conf_t *conf)
     b->groups = map_new();
     b->subs = trie_new();
     b->tick = event_new(base, -1, EV_PERSIST, on_tick, b);
-    b->flush = event_new(base, -1, 0, on_flush, b);
+    b->net = net_new(base, conf, on_accept, b);
     b->reload = evtimer_new(base, on_reload, b);
     if (!b->clients || !b->psessions || !b->delayed_wills || !b->retained ||
-        !b->groups || !b->subs || !b->tick || !b->flush || !b->reload ||
+        !b->groups || !b->subs || !b->tick || !b->net || !b->reload ||
         parse_deny(b) != SL_OK) {
         broker_free(b);
         return SL_ENOMEM;
@@ -408,7 +433,7 @@ int broker_start(broker_t *b)
     rc = cluster_start(b);
     if (rc != SL_OK)
         return rc;
-    rc = listener_start(b);
+    rc = net_listen(b->net);
     if (rc != SL_OK)
         return rc;
     loads_start(b);
@@ -432,7 +457,7 @@ void broker_stop(broker_t *b)
         return;
     b->stopping = true;
     log_info("shutting down: closing %u connections", b->n_conns);
-    listener_stop(b);
+    net_unlisten(b->net);
     event_del(b->tick);
     cluster_stop(b);
     for (sess_t *s = b->all, *next; s; s = next) {
@@ -460,14 +485,14 @@ void broker_free(broker_t *b)
 {
     if (!b)
         return;
-    listener_stop(b);
+    if (b->net)
+        net_unlisten(b->net);
     /* Connections still open (loop left early): drop them now. */
     while (b->all)
         sess_on_transport_closed(b->all, NULL);
+    net_free(b->net);
     if (b->tick)
         event_free(b->tick);
-    if (b->flush)
-        event_free(b->flush);
     if (b->reload)
         event_free(b->reload);
     map_free(b->delayed_wills, delayed_will_free);

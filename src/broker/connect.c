@@ -8,6 +8,7 @@
 #include "connect.h"
 #include "publish.h"
 #include "subscribe.h"
+#include "../net/net.h"
 
 #include "starling/err.h"
 #include "starling/log.h"

@@ -11,6 +11,7 @@
 #include "connect.h"
 #include "publish.h"
 #include "subscribe.h"
+#include "../net/net.h"
 
 #include "starling/err.h"
 #include "starling/log.h"

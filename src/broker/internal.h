@@ -6,7 +6,7 @@
  *              retained messages, persistent-session index, counters.
  *   sess_t     one client connection and its MQTT session state machine
  *              (session.c, one handler per packet type in handle_*.c style
- *              sections); the transport is a bufferevent (net/conn.c).
+ *              sections); the transport is a conn_t (src/net/net.h).
  *   subr_t     a subscriber as the trie sees it: a client id, its
  *              subscriptions, and the online session if any. A clean
  *              session owns its subr_t; a persistent session's subr_t lives
@@ -33,13 +33,11 @@
 #include "starling/store.h"
 #include "starling/topic.h"
 
-struct bufferevent;
-struct evconnlistener;
 struct event;
-struct ssl_ctx_st;
 
 typedef struct sess sess_t;
 typedef struct conn conn_t;
+typedef struct net net_t;
 typedef struct cluster cluster_t;
 
 /* One subscription of one subscriber. */
@@ -90,7 +88,6 @@ typedef struct broker_stats {
     uint64_t connects, disconnects, msgs_in, msgs_out, bytes_in, bytes_out;
     uint64_t dropped_queue_full, dropped_too_large, dropped_expired;
     uint64_t protocol_errors, store_errors, wills_published;
-    uint64_t tls_handshake_errors;   /* TLS connections that never got up */
 } broker_stats_t;
 
 struct broker {
@@ -99,16 +96,12 @@ struct broker {
     store_t *store;
     auth_t *auth;
     cluster_t *cluster;          /* NULL on a single node */
-    struct evconnlistener *listener;
-    struct evconnlistener *tls_listener;  /* tls_port (net/listener.c) */
-    struct ssl_ctx_st *tls_ctx;  /* the TLS listener's SSL_CTX */
+    net_t *net;                  /* listeners and connections */
     struct event *tick;
-    struct event *flush;         /* writes dirty connections */
     struct event *reload;        /* retries a failed start-up load */
     int loads_pending;           /* start-up (or resync) loads running */
     bool load_failed;            /* one of them failed: all run again */
     bool loaded;                 /* the start-up loads are done */
-    conn_t *dirty;               /* connections with new output */
     bool stopping;
 
     map_t *clients;              /* cid -> sess_t (with a CONNECT) */
@@ -251,40 +244,8 @@ void broker_sweep(struct broker *b);
  * store again (what the bus carried while it was down was missed). */
 void broker_resync(struct broker *b);
 
-/* ---- net/conn.c -------------------------------------------------------- */
-conn_t *conn_new(struct broker *b, int fd, sess_t *s);
-/* The TLS variant: a TLS server handshake runs before the session sees a
- * byte; NULL when out of memory (the fd is then not closed). */
-conn_t *conn_new_tls(struct broker *b, int fd, sess_t *s,
-                     struct ssl_ctx_st *ctx);
-/* Close the socket and free; the session must drop its pointer. */
-void conn_free(conn_t *c);
-/* Start reading, with the CONNECT deadline as the first timeout. */
-int conn_start(conn_t *c, int connect_timeout);
-/* Read timeout in ms (keepalive); 0 = none. */
-void conn_set_timeout(conn_t *c, uint64_t ms);
-void conn_write(conn_t *c, const void *p, size_t n);
-/* Add a shared buffer without copying; cleanup(p, n, arg) when written. */
-void conn_write_ref(conn_t *c, const void *p, size_t n,
-                    void (*cleanup)(const void *, size_t, void *), void *arg);
-size_t conn_out_len(const conn_t *c);
-/* Feed input kept while the session was paused; resume reading. */
-void conn_resume(conn_t *c);
-/* Close the transport once its output has been written. */
-void conn_close_after_flush(sess_t *s);
-/* Write every connection with pending output (end of a loop iteration). */
-void conn_flush_all(struct broker *b);
-
 /* ---- sys.c ------------------------------------------------------------- */
 /* Publish the $SYS/broker/... figures (retained). */
 void sys_publish(struct broker *b);
-
-/* ---- net/listener.c ---------------------------------------------------- */
-/* Bind the plain and TLS listeners (SL_EIO when a port is taken; SL_EINVAL
- * for an unusable certificate or key); accepting starts with
- * listener_enable(), once the node is ready to serve. */
-int listener_start(struct broker *b);
-void listener_enable(struct broker *b);
-void listener_stop(struct broker *b);
 
 #endif

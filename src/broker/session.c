@@ -22,6 +22,7 @@
 #include "connect.h"
 #include "publish.h"
 #include "subscribe.h"
+#include "../net/net.h"
 
 #include "starling/err.h"
 #include "starling/log.h"
@@ -208,7 +209,7 @@ void sess_close(sess_t *s, int status, const char *why)
     s->state = SESS_CLOSING;
     if (!s->conn)
         return;
-    conn_close_after_flush(s);
+    conn_close(s->conn);
 }
 
 /* ---- the end of a session on this connection -------------------------- */
@@ -270,6 +271,67 @@ void sess_on_transport_closed(sess_t *s, const char *why)
     broker_conn_gone(s->b, s);
 }
 
+/* ---- the transport's callbacks ----------------------------------------- */
+
+static size_t on_conn_input(void *owner, const uint8_t *p, size_t n)
+{
+    sess_t *s = owner;
+    size_t used = sess_feed(s, p, n);
+    if (s->conn && (s->paused || s->state == SESS_CLAIMING))
+        conn_pause(s->conn);
+    return used;
+}
+
+static void on_conn_closed(void *owner, conn_end_t end, const char *why)
+{
+    sess_t *s = owner;
+    switch (end) {
+    case CONN_END_EOF:
+        why = s->state == SESS_NEW ? "connection closed by client before "
+                                     "CONNECT"
+                                   : "connection closed by client";
+        break;
+    case CONN_END_EOF_PARTIAL:
+        why = "connection closed by client in the middle of a packet";
+        break;
+    case CONN_END_STALLED:
+        why = "client did not read its output";
+        break;
+    case CONN_END_DONE:
+    case CONN_END_HANDSHAKE:
+        why = NULL; /* said already */
+        break;
+    case CONN_END_ERROR:
+        break;
+    }
+    sess_ref(s);
+    sess_on_transport_closed(s, why);
+    sess_unref(&s);
+}
+
+static void on_conn_timeout(void *owner)
+{
+    sess_t *s = owner;
+    sess_ref(s);
+    if (s->state == SESS_NEW)
+        sess_close(s, 0, "no CONNECT within connect_timeout");
+    else
+        sess_close(s, SL_EKEEPALIVE, "keepalive timeout");
+    sess_unref(&s);
+}
+
+static const conn_ops_t conn_ops = {
+    .input = on_conn_input,
+    .closed = on_conn_closed,
+    .timeout = on_conn_timeout,
+};
+
+void sess_attach(sess_t *s, conn_t *c)
+{
+    s->conn = c;
+    conn_attach(c, &conn_ops, s, s->peer);
+}
+
 subr_t *sess_subr(sess_t *s)
 {
     if (!s->subr && (s->subr = subr_new(s->cid, s->clen, false)))
@@ -289,7 +351,8 @@ void sess_auth_client(const sess_t *s, auth_client_t *c, char *host,
     }
     *c = (auth_client_t){.clientid = s->cid, .username = s->username,
                          .peer_host = host, .peer_port = port,
-                         .proto_version = s->version, .listener = "tcp"};
+                         .proto_version = s->version,
+                         .listener = s->conn ? conn_kind(s->conn) : NULL};
 }
 
 int sess_authz(const sess_t *s, authz_action_t act, const char *t,

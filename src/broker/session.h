@@ -102,6 +102,9 @@ static inline uint64_t sess_claim_epoch(const sess_t *s)
 }
 
 
+/* The session's transport from now on (a new connection). */
+void sess_attach(sess_t *s, conn_t *c);
+
 /* ---- shared by the packet handlers ------------------------------------ */
 
 /* Write an encoded packet to the client. */

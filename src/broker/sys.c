@@ -8,6 +8,7 @@
  */
 #include "internal.h"
 #include "session.h"
+#include "../net/net.h"
 
 #include "starling/log.h"
 
@@ -61,7 +62,8 @@ void sys_publish(broker_t *b)
     sys_u64(b, "store/ready", store_ready(b->store));
     sys_u64(b, "protocol/errors", st->protocol_errors);
     if (b->conf->tls_port)
-        sys_u64(b, "tls/handshake_errors", st->tls_handshake_errors);
+        sys_u64(b, "tls/handshake_errors",
+                net_stats(b->net)->tls_handshake_errors);
     if (b->cluster) {
         cluster_stats_t cs;
         cluster_stats(b, &cs);

@@ -7,13 +7,14 @@
  * this struct, not two buffers and a bufferevent.
  *
  * Reading: each read lands in a stack buffer and complete packets are fed to
- * the session straight from it (sess_feed); only the tail of a packet that
- * has not fully arrived is kept, in `in`. While the session is paused
- * (waiting for the store) reading stops, so a client cannot make the broker
+ * the owner straight from it (ops->input); only what the owner did not use
+ * (the tail of a packet that has not fully arrived) is kept, in `in`.
+ * While the owner has paused the connection (waiting for the store or an
+ * authorization answer) reading stops, so a client cannot make the broker
  * buffer without bound.
  *
- * Writing: the session appends to `out` (payloads of shared messages by
- * reference) and the connection is put on the broker's flush list; one
+ * Writing: the owner appends to `out` (payloads of shared messages by
+ * reference) and the connection is put on the net's flush list; one
  * event at the end of the loop iteration writes every dirty connection, so
  * everything a loop iteration produced for a client leaves in one syscall.
  * A connection whose socket is full waits for EV_WRITE.
@@ -31,14 +32,16 @@
  * the flush, one TLS record (one write) per 16 KiB. SSL_ERROR_WANT_READ /
  * WANT_WRITE re-arm the one event for the direction OpenSSL needs. The
  * handshake runs first, under the connect_timeout deadline that also
- * covers CONNECT; a failure closes the connection without a word to the
- * session (nothing was said yet), is logged and counted
- * (stats.tls_handshake_errors, $SYS/broker/tls/handshake_errors).
+ * covers CONNECT; a failure closes the connection (CONN_END_HANDSHAKE), is
+ * logged and counted (net_stats, $SYS/broker/tls/handshake_errors).
+ *
+ * Lifetime: the owner frees the connection (conn_free), usually from its
+ * `closed` callback, which may run inside one of the connection's own
+ * calls; the struct is then freed when the outermost of them returns
+ * (`busy`), and every call checks `ended` after a callback.
  */
-#include "../broker/internal.h"
-#include "../broker/session.h"
+#include "net_int.h"
 
-#include "starling/err.h"
 #include "starling/log.h"
 #include "tls.h"
 
@@ -46,6 +49,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -53,23 +57,31 @@
 
 /* Bytes read per read(2); complete packets in it are handled in place. */
 #define READ_CHUNK 16384
+/* A connection closing waits this long for its peer to read the output. */
+#define CLOSE_FLUSH_SECONDS 10
 
 struct conn {
-    broker_t *b;
-    sess_t *s;
+    net_t *net;
+    const conn_ops_t *ops;
+    void *owner;
+    const char *peer;            /* the owner's string, for logs */
     evutil_socket_t fd;
     struct event ev;             /* EV_READ (+EV_WRITE while blocked) */
-    struct evbuffer *in;         /* partial packet; NULL when empty */
+    struct evbuffer *in;         /* input kept; NULL when empty */
     struct evbuffer *out;        /* pending output; NULL when empty */
     struct conn *next_dirty;
     struct timeval timeout;
+    uint16_t busy;               /* nesting of the connection's own calls */
     bool has_timeout;
     bool reading;
+    bool paused;                 /* the owner wants no input for now */
     bool want_write;
     bool dirty;
     bool closing;                /* close once `out` is written */
     bool lingering;              /* `out` written: input discarded until
                                   * EOF or close_linger ms */
+    bool ended;                  /* `closed` was called */
+    bool freed;                  /* conn_free() while busy */
     bool added;
     bool tls;                    /* this is a tls_conn_t */
 };
@@ -95,6 +107,8 @@ static void rearm(conn_t *c)
 {
     short what = EV_PERSIST;
     tls_conn_t *t = tls_of(c);
+    if (c->freed)
+        return;
     if (c->reading || (t && t->write_wants_read))
         what |= EV_READ;
     if (c->want_write)
@@ -105,24 +119,50 @@ static void rearm(conn_t *c)
     }
     if (!(what & (EV_READ | EV_WRITE)) && !c->has_timeout)
         return;
-    event_assign(&c->ev, c->b->base, c->fd, what, on_io, c);
+    event_assign(&c->ev, c->net->base, c->fd, what, on_io, c);
     if (event_add(&c->ev, c->has_timeout ? &c->timeout : NULL) == 0)
         c->added = true;
 }
 
-conn_t *conn_new(broker_t *b, evutil_socket_t fd, sess_t *s)
+/* ---- life cycle -------------------------------------------------------- */
+
+static void enter(conn_t *c)
+{
+    c->busy++;
+}
+
+/* Leave one of the connection's own calls; false when it is over (and
+ * freed, when this was the outermost call). */
+static bool leave(conn_t *c)
+{
+    bool alive = !c->ended && !c->freed;
+    if (--c->busy == 0 && c->freed)
+        free(c);
+    return alive;
+}
+
+/* Tell the owner, once, that the connection is over. */
+static void end(conn_t *c, conn_end_t how, const char *why)
+{
+    if (c->ended)
+        return;
+    c->ended = true;
+    c->reading = false;
+    c->want_write = false;
+    c->ops->closed(c->owner, how, why);
+}
+
+conn_t *conn_new_plain(net_t *n, evutil_socket_t fd)
 {
     conn_t *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
-    c->b = b;
-    c->s = s;
+    c->net = n;
     c->fd = fd;
     return c;
 }
 
-conn_t *conn_new_tls(broker_t *b, evutil_socket_t fd, sess_t *s,
-                     SSL_CTX *ctx)
+conn_t *conn_new_tls(net_t *n, evutil_socket_t fd, SSL_CTX *ctx)
 {
     tls_conn_t *t = calloc(1, sizeof(*t));
     if (!t)
@@ -132,48 +172,71 @@ conn_t *conn_new_tls(broker_t *b, evutil_socket_t fd, sess_t *s,
         free(t);
         return NULL;
     }
-    t->c.b = b;
-    t->c.s = s;
+    t->c.net = n;
     t->c.fd = fd;
     t->c.tls = true;
     return &t->c;
 }
 
+void conn_attach(conn_t *c, const conn_ops_t *ops, void *owner,
+                 const char *peer)
+{
+    c->ops = ops;
+    c->owner = owner;
+    c->peer = peer;
+}
+
+const char *conn_kind(const conn_t *c)
+{
+    return c->tls ? "tls" : "tcp";
+}
+
+static void unlink_dirty(conn_t *c)
+{
+    if (!c->dirty)
+        return;
+    for (conn_t **p = &c->net->dirty; *p; p = &(*p)->next_dirty) {
+        if (*p == c) {
+            *p = c->next_dirty;
+            break;
+        }
+    }
+    c->dirty = false;
+}
+
 void conn_free(conn_t *c)
 {
-    if (!c)
+    if (!c || c->freed)
         return;
     if (c->added)
         event_del(&c->ev);
-    if (c->dirty) {
-        /* Unlink from the broker's flush list. */
-        for (conn_t **p = &c->b->dirty; *p; p = &(*p)->next_dirty) {
-            if (*p == c) {
-                *p = c->next_dirty;
-                break;
-            }
-        }
-    }
+    c->added = false;
+    unlink_dirty(c);
     if (c->in)
         evbuffer_free(c->in);
     if (c->out)
         evbuffer_free(c->out);
+    c->in = c->out = NULL;
     tls_conn_t *t = tls_of(c);
     if (t)
         tls_free(t->ssl, t->ready && !t->failed);
     evutil_closesocket(c->fd);
-    free(c);
+    c->ended = true;
+    c->freed = true;
+    if (c->busy == 0)
+        free(c);
 }
 
-int conn_start(conn_t *c, int connect_timeout)
+void conn_start(conn_t *c, uint64_t first_timeout_ms)
 {
     c->reading = true;
-    conn_set_timeout(c, (uint64_t)connect_timeout * 1000u);
-    return c->added ? 0 : -1;
+    conn_set_timeout(c, first_timeout_ms);
 }
 
 void conn_set_timeout(conn_t *c, uint64_t ms)
 {
+    if (c->lingering || c->closing)
+        return; /* their own deadline holds */
     c->has_timeout = ms > 0;
     c->timeout.tv_sec = (time_t)(ms / 1000);
     c->timeout.tv_usec = (suseconds_t)(ms % 1000) * 1000;
@@ -187,9 +250,9 @@ static void mark_dirty(conn_t *c)
     if (c->dirty || c->want_write)
         return;
     c->dirty = true;
-    c->next_dirty = c->b->dirty;
-    c->b->dirty = c;
-    event_active(c->b->flush, EV_WRITE, 0);
+    c->next_dirty = c->net->dirty;
+    c->net->dirty = c;
+    net_flush_soon(c->net);
 }
 
 static struct evbuffer *out_buf(conn_t *c)
@@ -201,6 +264,8 @@ static struct evbuffer *out_buf(conn_t *c)
 
 void conn_write(conn_t *c, const void *p, size_t n)
 {
+    if (c->ended)
+        return;
     struct evbuffer *out = out_buf(c);
     if (!out || evbuffer_add(out, p, n) != 0)
         return;
@@ -210,7 +275,7 @@ void conn_write(conn_t *c, const void *p, size_t n)
 void conn_write_ref(conn_t *c, const void *p, size_t n,
                     void (*cleanup)(const void *, size_t, void *), void *arg)
 {
-    struct evbuffer *out = out_buf(c);
+    struct evbuffer *out = c->ended ? NULL : out_buf(c);
     if (!out || evbuffer_add_reference(out, p, n, cleanup, arg) != 0) {
         cleanup(p, n, arg);
         return;
@@ -247,7 +312,7 @@ static enum push push_plain(conn_t *c, char *why, size_t len)
 }
 
 /* SSL_write may need the socket readable first (WANT_READ): then the event
- * waits for EV_READ, even while the session's input is paused. */
+ * waits for EV_READ, even while the owner has paused input. */
 static enum push push_tls(conn_t *c, char *why, size_t len)
 {
     tls_conn_t *t = tls_of(c);
@@ -280,17 +345,16 @@ static enum push push_tls(conn_t *c, char *why, size_t len)
 }
 
 /*
- * The broker told the client why it closes (DISCONNECT, a refusing
- * CONNACK) and that is written. Closing now, with the client still
- * sending (a PUBREL for a PUBREC it is reading, say), would make the
- * kernel answer with a reset that may destroy the reason before the
- * client reads it. So the write side is shut (the client reads EOF after
- * the reason; TLS keeps its close_notify for the end) and input is read
- * and discarded until the client closes or close_linger ms pass.
+ * The output of a closing connection is written. Closing now, with the
+ * client still sending (a PUBREL for a PUBREC it is reading, say), would
+ * make the kernel answer with a reset that may destroy the reason before
+ * the client reads it. So the write side is shut (the client reads EOF
+ * after the reason; TLS keeps its close_notify for the end) and input is
+ * read and discarded until the client closes or close_linger ms pass.
  */
 static bool linger(conn_t *c)
 {
-    int ms = c->b->conf->close_linger;
+    int ms = c->net->conf->close_linger;
     if (ms <= 0 || c->lingering)
         return false;
     if (!c->tls)
@@ -317,11 +381,11 @@ static void linger_read(conn_t *c)
             return;
         break; /* EOF or error: the client is gone */
     }
-    sess_on_transport_closed(c->s, NULL);
+    end(c, CONN_END_DONE, NULL);
 }
 
-/* Write what can be written now. Returns false when the connection failed
- * or closed (the session has then been told). */
+/* Write what can be written now. Returns false when the connection ended
+ * (the owner has then been told) or lingers. */
 static bool write_out(conn_t *c)
 {
     char why[200];
@@ -330,7 +394,7 @@ static bool write_out(conn_t *c)
     if (r == PUSH_BLOCKED)
         return true;
     if (r == PUSH_FAILED) {
-        sess_on_transport_closed(c->s, why);
+        end(c, CONN_END_ERROR, why);
         return false;
     }
     if (c->out) {
@@ -343,43 +407,43 @@ static bool write_out(conn_t *c)
     }
     if (c->closing) {
         if (!linger(c))
-            sess_on_transport_closed(c->s, NULL);
+            end(c, CONN_END_DONE, NULL);
         return false;
     }
     return true;
 }
 
-/* The broker's flush event: write every connection that got output during
+/* The net's flush event: write every connection that got output during
  * this loop iteration. */
-void conn_flush_all(broker_t *b)
+void conn_flush_list(net_t *n)
 {
-    conn_t *list = b->dirty;
-    b->dirty = NULL;
+    conn_t *list = n->dirty;
+    n->dirty = NULL;
     while (list) {
         conn_t *c = list;
         list = c->next_dirty;
         c->next_dirty = NULL;
         c->dirty = false;
-        sess_t *s = c->s;
-        sess_ref(s);
+        enter(c);
         write_out(c);
-        sess_unref(&s);
+        leave(c);
     }
 }
 
-void conn_close_after_flush(sess_t *s)
+void conn_close(conn_t *c)
 {
-    conn_t *c = s->conn;
+    if (c->ended || c->closing)
+        return;
     c->reading = false;
     c->has_timeout = false;
     c->closing = true;
     if (!conn_out_len(c)) {
-        sess_on_transport_closed(s, NULL);
+        end(c, CONN_END_DONE, NULL);
         return;
     }
     /* Bound the wait for a client that never reads. */
     c->has_timeout = true;
-    c->timeout.tv_sec = 10;
+    c->timeout.tv_sec = CLOSE_FLUSH_SECONDS;
     c->timeout.tv_usec = 0;
     rearm(c);
     mark_dirty(c);
@@ -387,71 +451,79 @@ void conn_close_after_flush(sess_t *s)
 
 /* ---- input ------------------------------------------------------------- */
 
-/* Feed buffered input (after a pause, or leftovers of earlier reads). */
-void conn_resume(conn_t *c)
+void conn_pause(conn_t *c)
 {
-    sess_t *s = c->s;
-    if (c->closing)
+    if (c->paused)
         return;
+    c->paused = true;
+    if (c->reading && !c->closing && !c->lingering) {
+        c->reading = false;
+        rearm(c);
+    }
+}
+
+/* Hand the kept input to the owner; false when the connection ended. */
+static bool feed_kept(conn_t *c)
+{
     if (c->in && evbuffer_get_length(c->in)) {
         size_t len = evbuffer_get_length(c->in);
         const uint8_t *p = evbuffer_pullup(c->in, -1);
-        size_t used = sess_feed(s, p, len);
-        if (s->conn != c || s->state >= SESS_CLOSING)
-            return;
+        size_t used = c->ops->input(c->owner, p, len);
+        if (c->ended || c->freed || c->closing)
+            return false;
         evbuffer_drain(c->in, used);
     }
     if (c->in && !evbuffer_get_length(c->in)) {
         evbuffer_free(c->in);
         c->in = NULL;
     }
-    bool want = !s->paused && s->state != SESS_CLAIMING;
-    if (want != c->reading) {
-        c->reading = want;
+    return true;
+}
+
+void conn_resume(conn_t *c)
+{
+    if (c->ended || c->closing || c->lingering)
+        return;
+    enter(c);
+    c->paused = false;
+    if (feed_kept(c) && !c->paused && !c->reading) {
+        c->reading = true;
         rearm(c);
     }
     /* Records OpenSSL already read are not signalled by the socket. */
     tls_conn_t *t = tls_of(c);
-    if (c->reading && t && t->ready && tls_pending(t->ssl))
+    if (!c->ended && c->reading && t && t->ready && tls_pending(t->ssl))
         event_active(&c->ev, EV_READ, 1);
+    leave(c);
 }
 
-static const char *closed_why(const conn_t *c)
-{
-    return c->in ? "connection closed by client in the middle of a packet"
-           : c->s->state == SESS_NEW
-               ? "connection closed by client before CONNECT"
-               : "connection closed by client";
-}
-
-/* Hand n bytes just read to the session, keeping the tail of an incomplete
- * packet. Returns false when the connection is gone or closing. */
+/* Hand n bytes just read to the owner, keeping what it did not use.
+ * Returns false when the connection ended, closes or paused. */
 static bool take_input(conn_t *c, const uint8_t *buf, size_t n)
 {
-    sess_t *s = c->s;
     if (c->in) {
         if (evbuffer_add(c->in, buf, n) != 0) {
-            sess_close(s, SL_ENOMEM, "out of memory");
+            end(c, CONN_END_ERROR, "out of memory");
             return false;
         }
-        conn_resume(c);
-        return s->conn == c && s->state < SESS_CLOSING;
+        return feed_kept(c) && !c->paused;
     }
-    size_t used = sess_feed(s, buf, n);
-    if (s->conn != c || s->state >= SESS_CLOSING)
+    size_t used = c->ops->input(c->owner, buf, n);
+    if (c->ended || c->freed || c->closing)
         return false;
     if (used < n) {
         c->in = evbuffer_new();
         if (!c->in || evbuffer_add(c->in, buf + used, n - used)) {
-            sess_close(s, SL_ENOMEM, "out of memory");
+            end(c, CONN_END_ERROR, "out of memory");
             return false;
         }
     }
-    if (s->paused || s->state == SESS_CLAIMING) {
-        c->reading = false;
-        rearm(c);
-    }
-    return true;
+    return !c->paused;
+}
+
+static conn_end_t eof_kind(const conn_t *c)
+{
+    return c->in ? CONN_END_EOF_PARTIAL : CONN_END_EOF;
 }
 
 static void on_readable(conn_t *c)
@@ -459,23 +531,22 @@ static void on_readable(conn_t *c)
     uint8_t buf[READ_CHUNK];
     ssize_t n = read(c->fd, buf, sizeof(buf));
     if (n == 0) {
-        sess_on_transport_closed(c->s, closed_why(c));
+        end(c, eof_kind(c), NULL);
         return;
     }
     if (n < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            sess_on_transport_closed(c->s, "connection error");
+            end(c, CONN_END_ERROR, "connection error");
         return;
     }
     take_input(c, buf, (size_t)n);
 }
 
 /* Decrypt and feed until OpenSSL has nothing more already read (the socket
- * does not signal what read-ahead took in) or the session pauses. */
+ * does not signal what read-ahead took in) or the owner pauses. */
 static void on_readable_tls(conn_t *c)
 {
     tls_conn_t *t = tls_of(c);
-    sess_t *s = c->s;
     uint8_t buf[READ_CHUNK];
     char err[160], why[200];
     do {
@@ -493,12 +564,12 @@ static void on_readable_tls(conn_t *c)
             rearm(c);
             return;
         case TLS_IO_EOF:
-            sess_on_transport_closed(s, closed_why(c));
+            end(c, eof_kind(c), NULL);
             return;
         case TLS_IO_ERROR:
             t->failed = true;
             snprintf(why, sizeof(why), "TLS error: %s", err);
-            sess_on_transport_closed(s, why);
+            end(c, CONN_END_ERROR, why);
             return;
         }
     } while (c->reading && tls_pending(t->ssl));
@@ -509,13 +580,12 @@ static void handshake_failed(conn_t *c, tls_io_t r, const char *err)
 {
     tls_conn_t *t = tls_of(c);
     t->failed = true;
-    c->b->stats.tls_handshake_errors++;
+    c->net->stats.tls_handshake_errors++;
     if (r == TLS_IO_EOF)
-        log_debug("TLS handshake with %s: closed by the client", c->s->peer);
+        log_debug("TLS handshake with %s: closed by the client", c->peer);
     else
-        log_info("TLS handshake with %s failed: %s, closing", c->s->peer,
-                 err);
-    sess_on_transport_closed(c->s, NULL);
+        log_info("TLS handshake with %s failed: %s, closing", c->peer, err);
+    end(c, CONN_END_HANDSHAKE, NULL);
 }
 
 static void handshake_step(conn_t *c)
@@ -538,7 +608,7 @@ static void handshake_step(conn_t *c)
     if (sl_log_level <= SL_LOG_DEBUG) {
         char desc[96];
         tls_describe(t->ssl, desc, sizeof(desc));
-        log_debug("TLS handshake with %s done: %s", c->s->peer, desc);
+        log_debug("TLS handshake with %s done: %s", c->peer, desc);
     }
     /* The client's first records may have come with its Finished. */
     if (c->reading && tls_pending(t->ssl))
@@ -547,23 +617,21 @@ static void handshake_step(conn_t *c)
 
 static void on_timeout(conn_t *c)
 {
-    sess_t *s = c->s;
     tls_conn_t *t = tls_of(c);
-    if (t && !t->ready)
+    if (c->lingering)
+        end(c, CONN_END_DONE, NULL);
+    else if (t && !t->ready)
         handshake_failed(c, TLS_IO_ERROR,
                          "no handshake within connect_timeout");
     else if (c->closing)
-        sess_on_transport_closed(s, "client did not read its output");
-    else if (s->state == SESS_NEW)
-        sess_close(s, 0, "no CONNECT within connect_timeout");
+        end(c, CONN_END_STALLED, NULL);
     else
-        sess_close(s, SL_EKEEPALIVE, "keepalive timeout");
+        c->ops->timeout(c->owner);
 }
 
 static void on_io_tls(conn_t *c, short what)
 {
     tls_conn_t *t = tls_of(c);
-    sess_t *s = c->s;
     if (!t->ready) {
         handshake_step(c);
         return;
@@ -575,7 +643,7 @@ static void on_io_tls(conn_t *c, short what)
         if (!write_out(c))
             return;
     }
-    if ((what & EV_WRITE) && s->conn == c) {
+    if (what & EV_WRITE) {
         if (t->read_wants_write) {
             t->read_wants_write = false;
             read_now = c->reading;
@@ -583,29 +651,26 @@ static void on_io_tls(conn_t *c, short what)
         if (!write_out(c))
             return;
     }
-    if (read_now && s->conn == c && c->reading)
+    if (read_now && c->reading && !c->ended)
         on_readable_tls(c);
 }
 
 static void on_io(evutil_socket_t fd, short what, void *arg)
 {
     conn_t *c = arg;
-    sess_t *s = c->s;
-    sess_ref(s);
-    if (c->lingering) {
-        if (what & EV_TIMEOUT)
-            sess_on_transport_closed(s, NULL);
-        else if (what & EV_READ)
-            linger_read(c);
-    } else if (what & EV_TIMEOUT) {
+    enter(c);
+    if (what & EV_TIMEOUT) {
         on_timeout(c);
+    } else if (c->lingering) {
+        if (what & EV_READ)
+            linger_read(c);
     } else if (c->tls) {
         on_io_tls(c, what);
     } else {
-        if ((what & EV_WRITE) && s->conn == c)
+        if (what & EV_WRITE)
             write_out(c);
-        if ((what & EV_READ) && s->conn == c && c->reading)
+        if ((what & EV_READ) && c->reading && !c->ended)
             on_readable(c);
     }
-    sess_unref(&s);
+    leave(c);
 }

@@ -1,22 +1,24 @@
 /*
- * listener.c - the MQTT listeners: plain TCP (bind, port) and TLS (bind,
- * tls_port). Each accepts clients, enforces max_connections (one count for
- * both) and hands each socket to a new session; a TLS client's connection
- * is the TLS variant of conn_t, on the listener's SSL_CTX (built once at
- * start: a missing or unreadable certificate or key stops the start).
+ * net.c - what the connections of one node share: the listeners (plain
+ * TCP on bind:port, TLS on bind:tls_port, each handing every accepted
+ * socket to the accept callback as a conn_t; a TLS client's connection is
+ * the TLS variant, on the listener's SSL_CTX built once at start: a
+ * missing or unreadable certificate or key stops the start), and the
+ * flush list written once at the end of each loop iteration.
  */
-#include "../broker/internal.h"
-#include "../broker/session.h"
+#include "net_int.h"
 
 #include "starling/err.h"
 #include "starling/log.h"
 #include "tls.h"
 
 #include <arpa/inet.h>
+#include <event2/event.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -41,36 +43,21 @@ static void peer_name(const struct sockaddr *sa, char *out, size_t len)
 }
 
 /* A new client on either listener; ctx is the TLS listener's or NULL. */
-static void accept_client(broker_t *b, evutil_socket_t fd,
-                          struct sockaddr *sa, SSL_CTX *ctx)
+static void accept_client(net_t *n, evutil_socket_t fd, struct sockaddr *sa,
+                          SSL_CTX *ctx)
 {
     char peer[64];
     peer_name(sa, peer, sizeof(peer));
-    if (b->stopping ||
-        (b->conf->max_connections && b->n_conns >= (uint32_t)b->conf->max_connections)) {
-        log_warning("connection from %s refused: max_connections (%d) reached",
-                    peer, b->conf->max_connections);
-        evutil_closesocket(fd);
-        return;
-    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    sess_t *s = sess_new(b, peer);
-    conn_t *c = !s ? NULL : ctx ? conn_new_tls(b, fd, s, ctx)
-                                : conn_new(b, fd, s);
+    conn_t *c = ctx ? conn_new_tls(n, fd, ctx) : conn_new_plain(n, fd);
     if (!c) {
-        sess_unref(&s);
+        log_warning("connection from %s refused: out of memory", peer);
         evutil_closesocket(fd);
         return;
     }
-    s->conn = c;
-    s->next_all = b->all;
-    if (b->all)
-        b->all->prev_all = s;
-    b->all = s;
-    b->n_conns++;
-    conn_start(c, b->conf->connect_timeout);
     log_debug("%s connection from %s", ctx ? "TLS" : "TCP", peer);
+    n->accept(n->accept_arg, c, peer);
 }
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
@@ -82,8 +69,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
 static void on_accept_tls(struct evconnlistener *l, evutil_socket_t fd,
                           struct sockaddr *sa, int salen, void *arg)
 {
-    broker_t *b = arg;
-    accept_client(b, fd, sa, b->tls_ctx);
+    net_t *n = arg;
+    accept_client(n, fd, sa, n->tls_ctx);
 }
 
 static void on_accept_error(struct evconnlistener *l, void *arg)
@@ -92,11 +79,11 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     log_warning("accept failed: %s", evutil_socket_error_to_string(err));
 }
 
-/* Bind bind:port (accepting starts with listener_enable). */
-static int bind_one(broker_t *b, int port, evconnlistener_cb cb,
+/* Bind bind:port (accepting starts with net_enable). */
+static int bind_one(net_t *n, int port, evconnlistener_cb cb,
                     const char *what, struct evconnlistener **out)
 {
-    const sl_conf_t *c = b->conf;
+    const sl_conf_t *c = n->conf;
     struct sockaddr_storage ss;
     int sslen = sizeof(ss);
     char spec[300];
@@ -109,7 +96,7 @@ static int bind_one(broker_t *b, int port, evconnlistener_cb cb,
         return SL_EINVAL;
     }
     *out = evconnlistener_new_bind(
-        b->base, cb, b,
+        n->base, cb, n,
         LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 1024,
         (struct sockaddr *)&ss, sslen);
     if (!*out) {
@@ -123,52 +110,91 @@ static int bind_one(broker_t *b, int port, evconnlistener_cb cb,
     return SL_OK;
 }
 
-int listener_start(broker_t *b)
+static void on_flush(evutil_socket_t fd, short what, void *arg)
 {
-    const sl_conf_t *c = b->conf;
+    conn_flush_list(arg);
+}
+
+void net_flush_soon(net_t *n)
+{
+    event_active(n->flush, EV_WRITE, 0);
+}
+
+net_t *net_new(struct event_base *base, const sl_conf_t *conf,
+               net_accept_fn accept, void *arg)
+{
+    net_t *n = calloc(1, sizeof(*n));
+    if (!n)
+        return NULL;
+    *n = (net_t){.base = base, .conf = conf, .accept = accept,
+                 .accept_arg = arg};
+    n->flush = event_new(base, -1, 0, on_flush, n);
+    if (!n->flush) {
+        free(n);
+        return NULL;
+    }
+    return n;
+}
+
+int net_listen(net_t *n)
+{
+    const sl_conf_t *c = n->conf;
     int rc;
     if (c->tls_port) {
         char err[512];
-        rc = tls_ctx_new(c, &b->tls_ctx, err, sizeof(err));
+        rc = tls_ctx_new(c, &n->tls_ctx, err, sizeof(err));
         if (rc != SL_OK) {
             log_error("%s", err);
             return rc;
         }
     }
     if (c->port) {
-        rc = bind_one(b, c->port, on_accept, "MQTT", &b->listener);
+        rc = bind_one(n, c->port, on_accept, "MQTT", &n->tcp);
         if (rc != SL_OK)
             return rc;
     }
     if (c->tls_port)
-        return bind_one(b, c->tls_port, on_accept_tls, "MQTT over TLS",
-                        &b->tls_listener);
+        return bind_one(n, c->tls_port, on_accept_tls, "MQTT over TLS",
+                        &n->tls);
     return SL_OK;
 }
 
-void listener_enable(broker_t *b)
+void net_enable(net_t *n)
 {
-    if (b->stopping)
-        return;
-    if (b->listener)
-        evconnlistener_enable(b->listener);
-    if (b->tls_listener)
-        evconnlistener_enable(b->tls_listener);
+    if (n->tcp)
+        evconnlistener_enable(n->tcp);
+    if (n->tls)
+        evconnlistener_enable(n->tls);
 }
 
 /* Connections already accepted keep their reference to the SSL_CTX. */
-void listener_stop(broker_t *b)
+void net_unlisten(net_t *n)
 {
-    if (b->listener) {
-        evconnlistener_free(b->listener);
-        b->listener = NULL;
+    if (n->tcp) {
+        evconnlistener_free(n->tcp);
+        n->tcp = NULL;
     }
-    if (b->tls_listener) {
-        evconnlistener_free(b->tls_listener);
-        b->tls_listener = NULL;
+    if (n->tls) {
+        evconnlistener_free(n->tls);
+        n->tls = NULL;
     }
-    if (b->tls_ctx) {
-        tls_ctx_free(b->tls_ctx);
-        b->tls_ctx = NULL;
+    if (n->tls_ctx) {
+        tls_ctx_free(n->tls_ctx);
+        n->tls_ctx = NULL;
     }
+}
+
+const net_stats_t *net_stats(const net_t *n)
+{
+    return &n->stats;
+}
+
+void net_free(net_t *n)
+{
+    if (!n)
+        return;
+    net_unlisten(n);
+    /* Connections were freed by their owners: nothing is dirty now. */
+    event_free(n->flush);
+    free(n);
 }
