@@ -276,7 +276,8 @@ static void sess_end(sess_t *s)
     msg_unref(&s->will);
 
     subr_t *r = s->subr;
-    cluster_offline(b, s);
+    cluster_offline(b->cluster, s->cid, s->clen, s->epoch != 0,
+                    sess_claim_epoch(s));
     if (r) {
         subs_set_online(b, r, NULL);
         if (!r->persistent) {
@@ -291,7 +292,7 @@ static void sess_end(sess_t *s)
         /* A stored session resumed for this connection only (v5 clean
          * start 0, expiry 0) ends now. */
         store_session_del(b->store, s->cid, s->clen, s->epoch, NULL, NULL);
-        cluster_ended(b, s->cid, s->clen);
+        cluster_ended(b->cluster, s->cid, s->clen);
     }
     end_outbound(s);
     hook_event(b->auth, "client.disconnected", s->cid, s->username, NULL, NULL,
@@ -791,7 +792,7 @@ static subr_t *subr_for_session(sess_t *s, const store_claim_t *c)
     subr_t *r = map_get(b->psessions, s->cid, s->clen);
     if (r && (!s->persistent || !c || !c->present)) {
         /* The stored session is discarded or no longer persistent. */
-        cluster_ended(b, s->cid, s->clen);
+        cluster_ended(b->cluster, s->cid, s->clen);
         map_del(b->psessions, s->cid, s->clen);
         subs_clear(b, r);
         r->gone = true;
@@ -893,7 +894,9 @@ static void go_online(sess_t *s, const store_claim_t *c, const char *assigned)
         load_queue(s, c);
     send_connack(s, present, assigned);
     s->state = SESS_ONLINE;
-    cluster_claimed(b, s);
+    cluster_claimed(b->cluster, s->cid, s->clen, s->epoch != 0,
+                    sess_claim_epoch(s), s->persistent ? s->expiry : 0,
+                    s->will_delay, s->will);
     set_keepalive_timeout(s);
     b->stats.connects++;
     hook_event(b->auth, "client.connected", s->cid, s->username, NULL, NULL, 0,
@@ -1671,7 +1674,8 @@ static uint8_t subscribe_one(sess_t *s, const mqtt_sub_t *ms, uint32_t sub_id,
     if (!existed)
         s->n_subs++;
     if (s->persistent)
-        cluster_psub(b, s->cid, s->clen, f, flen, &sub, true);
+        cluster_psub(b->cluster, s->cid, s->clen, f, flen, sub_opts(&sub),
+                     sub.sub_id, true);
     /* No retained messages for shared subscriptions (MQTT 5 §4.8.2). */
     *send_retained = !shared && (sub.retain_handling == 0 ||
                                  (sub.retain_handling == 1 && !existed));
@@ -1748,7 +1752,7 @@ static void subctx_finish(subctx_t *c)
         if (s->state == SESS_ONLINE && s->conn)
             conn_resume(s->conn);
     }
-    if (retained && cluster_barrier(s->b, on_retained_barrier, c))
+    if (retained && cluster_barrier(s->b->cluster, on_retained_barrier, c))
         return;
     send_retained(c);
     sess_unref(&c->s);
@@ -1882,8 +1886,8 @@ static void handle_unsubscribe(sess_t *s, mqtt_packet_t *p)
             if (s->persistent) {
                 store_sub_del(s->b->store, s->cid, s->clen, s->epoch, f,
                               ms.filter.len, NULL, NULL);
-                cluster_psub(s->b, s->cid, s->clen, f, ms.filter.len, NULL,
-                             false);
+                cluster_psub(s->b->cluster, s->cid, s->clen, f,
+                             ms.filter.len, 0, 0, false);
             }
         } else {
             codes[i] = MQTT_RC_NO_SUBSCRIPTION_EXISTED;
