@@ -9,11 +9,12 @@
  * that is not redis:// or redis+cluster://) cluster_start() gives NULL and
  * every function here accepts NULL and does nothing.
  *
- * The hooks run from the event loop, never from inside a cluster_* call
- * (the one exception: cluster_free() fails the store commands still
- * pending, which counts them through store_error). Strings come with
- * their length and are not NUL-terminated; a message passed to a hook
- * stays the caller's (take a reference to keep it).
+ * The hooks run from the event loop, not from inside a cluster_* call,
+ * with two exceptions: group_known is asked during cluster_forward(), and
+ * cluster_free() fails the store commands still pending, which counts
+ * them through store_error. Strings come with their length and are not
+ * NUL-terminated; a message passed to a hook stays the caller's (take a
+ * reference to keep it).
  */
 #ifndef STARLING_CLUSTER_H
 #define STARLING_CLUSTER_H

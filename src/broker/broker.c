@@ -6,7 +6,9 @@
  * A one-second tick expires offline sessions (in the store's data, so it
  * also works after a restart) and sends delayed wills (MQTT 5 will delay).
  * Shutdown closes the listener, disconnects every client (v5: 0x8B), waits
- * for their output to drain and leaves the loop.
+ * for their output to drain and leaves the loop. In a cluster, what the
+ * cluster asks of the node comes through the hooks given to
+ * cluster_start() (starling/cluster.h; the section "the cluster's hooks").
  */
 #include "internal.h"
 
