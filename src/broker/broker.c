@@ -6,7 +6,9 @@
  * A one-second tick expires offline sessions (in the store's data, so it
  * also works after a restart) and sends delayed wills (MQTT 5 will delay).
  * Shutdown closes the listener, disconnects every client (v5: 0x8B), waits
- * for their output to drain and leaves the loop.
+ * for their output to drain and leaves the loop. In a cluster, what the
+ * cluster asks of the node comes through the hooks given to
+ * cluster_start() (starling/cluster.h; the section "the cluster's hooks").
  */
 #include "internal.h"
 #include "session.h"
@@ -29,10 +31,12 @@ typedef struct delayed_will {
 
 /* ---- wills ------------------------------------------------------------- */
 
-static void will_publish_now(broker_t *b, msg_t *m, const char *cid)
+static void will_publish_now(broker_t *b, msg_t *m, const char *cid,
+                             size_t clen)
 {
     b->stats.wills_published++;
-    log_debug("publishing the will of client '%s' on '%s'", cid, m->topic);
+    log_debug("publishing the will of client '%.*s' on '%s'", (int)clen, cid,
+              m->topic);
     router_publish(b, NULL, m, NULL, NULL);
 }
 
@@ -51,7 +55,7 @@ static void on_will_due(evutil_socket_t fd, short what, void *arg)
 {
     delayed_will_t *w = arg;
     map_del(w->b->delayed_wills, w->cid, w->clen);
-    will_publish_now(w->b, w->msg, w->cid);
+    will_publish_now(w->b, w->msg, w->cid, w->clen);
     delayed_will_free(w);
 }
 
@@ -59,7 +63,7 @@ void broker_will_after(broker_t *b, const char *cid, size_t clen, msg_t *m,
                        uint32_t delay)
 {
     if (!delay) {
-        will_publish_now(b, m, cid);
+        will_publish_now(b, m, cid, clen);
         return;
     }
     delayed_will_t *w = calloc(1, sizeof(*w));
@@ -68,7 +72,7 @@ void broker_will_after(broker_t *b, const char *cid, size_t clen, msg_t *m,
         if (w)
             free(w->cid);
         free(w);
-        will_publish_now(b, m, cid); /* better early than never */
+        will_publish_now(b, m, cid, clen); /* better early than never */
         return;
     }
     w->b = b;
@@ -104,11 +108,11 @@ static void end_stored_session(broker_t *b, const char *cid, size_t clen)
 {
     delayed_will_t *w = map_del(b->delayed_wills, cid, clen);
     if (w) {
-        will_publish_now(b, w->msg, w->cid);
+        will_publish_now(b, w->msg, w->cid, w->clen);
         delayed_will_free(w);
     }
     subr_t *r = map_del(b->psessions, cid, clen);
-    cluster_ended(b, cid, clen);
+    cluster_ended(b->cluster, cid, clen);
     if (r) {
         subs_clear(b, r);
         r->gone = true;
@@ -419,6 +423,152 @@ int broker_new(broker_t **out, struct event_base *base, sl_conf_t *conf)
     return SL_OK;
 }
 
+/* ---- the cluster's hooks (starling/cluster.h) ------------------------- */
+
+static void hk_deliver_remote(void *ctx, msg_t *m)
+{
+    router_publish_remote(ctx, m);
+}
+
+static void hk_group_remote(void *ctx, const char *share, size_t slen,
+                            msg_t *m)
+{
+    router_group_remote(ctx, share, slen, m);
+}
+
+static bool hk_group_known(void *ctx, const char *share, size_t slen)
+{
+    broker_t *b = ctx;
+    return map_get(b->groups, share, slen) != NULL;
+}
+
+static void hk_retained(void *ctx, msg_t *m)
+{
+    router_retained_index(ctx, m);
+}
+
+static void hk_queued_notice(void *ctx, const char *cid, size_t clen,
+                             msg_t *m, uint8_t qos, bool retain,
+                             const uint32_t *subids, uint8_t n_subids,
+                             uint64_t qid)
+{
+    broker_t *b = ctx;
+    sess_t *s = map_get(b->clients, cid, clen);
+    if (s && s->state == SESS_ONLINE && s->persistent)
+        sess_deliver(s, m, qos, retain, subids, n_subids, qid, NULL);
+}
+
+static void hk_claimed_elsewhere(void *ctx, const char *cid, size_t clen,
+                                 uint64_t epoch)
+{
+    broker_t *b = ctx;
+    sess_t *s = map_get(b->clients, cid, clen);
+    if (s && sess_claim_epoch(s) < epoch) {
+        s->taken_over = true;
+        sess_close(s, SL_ETAKENOVER,
+                   "session taken over by another node");
+    }
+}
+
+/* A persistent subscription seen on another node: the cluster-wide index
+ * of persistent sessions follows it (a session online here keeps its own
+ * index current). */
+static void hk_psub(void *ctx, const char *cid, size_t clen, const char *f,
+                    size_t flen, uint8_t opts, uint32_t sub_id, bool add)
+{
+    broker_t *b = ctx;
+    subr_t *sr = map_get(b->psessions, cid, clen);
+    if (!add) {
+        if (sr && !sr->online)
+            subs_remove(b, sr, f, flen);
+        return;
+    }
+    if (!sr) {
+        sr = subr_new(cid, clen, true);
+        if (!sr || map_put(b->psessions, cid, clen, sr, NULL) != SL_OK) {
+            subr_unref(&sr);
+            return;
+        }
+    }
+    if (sr->online)
+        return; /* ours: our own index is current */
+    sub_t sub = sub_from_opts(opts, sub_id);
+    bool existed;
+    subs_add(b, sr, f, flen, &sub, &existed);
+}
+
+static void hk_session_ended(void *ctx, const char *cid, size_t clen)
+{
+    broker_t *b = ctx;
+    subr_t *sr = map_get(b->psessions, cid, clen);
+    if (sr && !sr->online) {
+        map_del(b->psessions, cid, clen);
+        subs_clear(b, sr);
+        sr->gone = true;
+        subr_unref(&sr);
+    }
+}
+
+static bool hk_connected(void *ctx, const char *cid, size_t clen)
+{
+    broker_t *b = ctx;
+    return map_get(b->clients, cid, clen) != NULL;
+}
+
+static void hk_will_after(void *ctx, const char *cid, size_t clen,
+                          msg_t *will, uint32_t delay)
+{
+    broker_will_after(ctx, cid, clen, will, delay);
+}
+
+static void hk_cancel_will(void *ctx, const char *cid, size_t clen)
+{
+    broker_cancel_delayed_will(ctx, cid, clen);
+}
+
+static void hk_sweep(void *ctx)
+{
+    broker_sweep(ctx);
+}
+
+static void hk_resync(void *ctx)
+{
+    broker_resync(ctx);
+}
+
+static void hk_store_error(void *ctx)
+{
+    broker_t *b = ctx;
+    b->stats.store_errors++;
+}
+
+/* Join the cluster when the store is a Redis-protocol one. */
+static int cluster_start_hooked(broker_t *b)
+{
+    cluster_conf_t conf = {.store_url = b->conf->store,
+                           .node_id = b->conf->node_id,
+                           .batch = b->conf->cluster_batch,
+                           .store = b->store};
+    cluster_hooks_t hooks = {
+        .ctx = b,
+        .deliver_remote = hk_deliver_remote,
+        .group_remote = hk_group_remote,
+        .group_known = hk_group_known,
+        .retained = hk_retained,
+        .queued_notice = hk_queued_notice,
+        .claimed_elsewhere = hk_claimed_elsewhere,
+        .psub = hk_psub,
+        .session_ended = hk_session_ended,
+        .connected = hk_connected,
+        .will_after = hk_will_after,
+        .cancel_will = hk_cancel_will,
+        .sweep = hk_sweep,
+        .resync = hk_resync,
+        .store_error = hk_store_error,
+    };
+    return cluster_start(&b->cluster, b->base, &conf, &hooks);
+}
+
 int broker_start(broker_t *b)
 {
     char err[256];
@@ -430,7 +580,7 @@ int broker_start(broker_t *b)
     rc = auth_new(&b->auth, b->base, b->conf);
     if (rc != SL_OK)
         return rc;
-    rc = cluster_start(b);
+    rc = cluster_start_hooked(b);
     if (rc != SL_OK)
         return rc;
     rc = net_listen(b->net);
@@ -459,7 +609,7 @@ void broker_stop(broker_t *b)
     log_info("shutting down: closing %u connections", b->n_conns);
     net_unlisten(b->net);
     event_del(b->tick);
-    cluster_stop(b);
+    cluster_stop(b->cluster);
     for (sess_t *s = b->all, *next; s; s = next) {
         next = s->next_all;
         s->disconnect_normal = true; /* the session survives: no will */
@@ -496,7 +646,8 @@ void broker_free(broker_t *b)
     if (b->reload)
         event_free(b->reload);
     map_free(b->delayed_wills, delayed_will_free);
-    cluster_free(b);
+    cluster_free(b->cluster);
+    b->cluster = NULL;
     auth_free(b->auth);
     store_free(b->store);
     if (b->psessions) {

@@ -72,7 +72,7 @@ static subr_t *subr_for_session(sess_t *s, const store_claim_t *c)
     subr_t *r = map_get(b->psessions, s->cid, s->clen);
     if (r && (!s->persistent || !c || !c->present)) {
         /* The stored session is discarded or no longer persistent. */
-        cluster_ended(b, s->cid, s->clen);
+        cluster_ended(b->cluster, s->cid, s->clen);
         map_del(b->psessions, s->cid, s->clen);
         subs_clear(b, r);
         r->gone = true;
@@ -127,7 +127,9 @@ static void go_online(sess_t *s, const store_claim_t *c, const char *assigned)
         delivery_load_queue(s, c);
     send_connack(s, present, assigned);
     s->state = SESS_ONLINE;
-    cluster_claimed(b, s);
+    cluster_claimed(b->cluster, s->cid, s->clen, s->epoch != 0,
+                    sess_claim_epoch(s), s->persistent ? s->expiry : 0,
+                    s->will_delay, s->will);
     set_keepalive_timeout(s);
     b->stats.connects++;
     hook_event(b->auth, "client.connected", s->cid, s->username, NULL, NULL, 0,

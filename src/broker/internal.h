@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "starling/broker.h"
+#include "starling/cluster.h"
 #include "starling/conf.h"
 #include "starling/auth.h"
 #include "starling/map.h"
@@ -38,7 +39,6 @@ struct event;
 typedef struct sess sess_t;
 typedef struct conn conn_t;
 typedef struct net net_t;
-typedef struct cluster cluster_t;
 
 /* One subscription of one subscriber. */
 typedef struct sub {
@@ -48,6 +48,22 @@ typedef struct sub {
     uint8_t retain_handling;
     uint32_t sub_id;             /* 0 = none */
 } sub_t;
+
+/* The options byte the store and the cluster keep: bits 0-1 QoS, 2 no
+ * local, 3 retain as published, 4-5 retain handling. */
+static inline uint8_t sub_opts(const sub_t *sub)
+{
+    return (uint8_t)(sub->qos | sub->no_local << 2 |
+                     sub->retain_as_published << 3 |
+                     sub->retain_handling << 4);
+}
+
+static inline sub_t sub_from_opts(uint8_t opts, uint32_t sub_id)
+{
+    return (sub_t){.qos = opts & 3, .no_local = (opts >> 2) & 1,
+                   .retain_as_published = (opts >> 3) & 1,
+                   .retain_handling = (opts >> 4) & 3, .sub_id = sub_id};
+}
 
 typedef struct subr {
     uint32_t refs;
@@ -169,62 +185,6 @@ void subs_clear(struct broker *b, subr_t *r);
 /* Attach or detach the online session; keeps the cluster's routes (filters
  * with an online subscriber here) current. */
 void subs_set_online(struct broker *b, subr_t *r, sess_t *s);
-
-/* ---- cluster/cluster.c (no-ops on a single node) ----------------------- */
-int cluster_start(struct broker *b);
-void cluster_stop(struct broker *b);
-void cluster_free(struct broker *b);
-void cluster_route_ref(struct broker *b, const char *f, size_t flen,
-                       int delta);
-/* Send a locally published message to every node with a matching route
- * (and, for a shared group with members on other nodes only, to one of
- * those nodes). */
-void cluster_forward(struct broker *b, const msg_t *m);
-typedef void (*cluster_done_fn)(void *arg, int status);
-/* Broadcast a retained message (set or cleared) to every node's index;
- * true when fn(arg, status) will be called once the store took the
- * broadcast (the publisher's ack waits for it), false on a single node. */
-bool cluster_retain(struct broker *b, const msg_t *m, cluster_done_fn fn,
-                    void *arg);
-/* Call fn(arg, status) once every bus record published before this call
- * has been received here (a record to ourselves comes back after them);
- * SL_EIO when the bus failed or 2 s passed. False (and no call) on a
- * single node or while the bus is down. */
-bool cluster_barrier(struct broker *b, cluster_done_fn fn, void *arg);
-#define CLUSTER_SELF (-1)
-#define CLUSTER_NONE (-2)
-/* Which node's member of shared group `share` gets the next message: this
- * node (CLUSTER_SELF; only offered when `self`, i.e. a member is online
- * here), a peer index, or CLUSTER_NONE when no node has a member online. */
-int cluster_group_pick(struct broker *b, const char *share, size_t slen,
-                       bool self);
-/* Send m to peer `node` for one member of its part of a shared group. */
-void cluster_send_group(struct broker *b, int node, const char *share,
-                        size_t slen, const msg_t *m);
-/* The node holding a persistent session online: CLUSTER_SELF, a peer
- * index, or CLUSTER_NONE (offline or unknown). */
-int cluster_owner(struct broker *b, const subr_t *r);
-/* Tell the owner node of a persistent session about a queued entry; false
- * when no other node owns it. */
-bool cluster_notify_queued(struct broker *b, const subr_t *r, const msg_t *m,
-                           uint8_t qos, bool retain, const uint32_t *subids,
-                           uint8_t n, uint64_t qid);
-void cluster_claimed(struct broker *b, const sess_t *s);
-void cluster_offline(struct broker *b, const sess_t *s);
-void cluster_psub(struct broker *b, const char *cid, size_t clen,
-                  const char *f, size_t flen, const sub_t *sub, bool add);
-void cluster_ended(struct broker *b, const char *cid, size_t clen);
-/* This node's id in a cluster; NULL on a single node. */
-const char *cluster_node_id(const struct broker *b);
-typedef struct cluster_stats {
-    uint64_t nodes, routes;      /* live nodes (this one too); routes held */
-    uint64_t sent, received;     /* bus frames */
-    uint64_t resyncs;            /* route tables reloaded after a gap */
-    uint64_t bus_losses;         /* bus connection lost (or never made) */
-    uint64_t bus_resubs;         /* bus subscribed again after a loss */
-    bool bus_up;                 /* both bus channels subscribed now */
-} cluster_stats_t;
-void cluster_stats(struct broker *b, cluster_stats_t *st);
 
 /* ---- broker.c ---------------------------------------------------------- */
 void broker_conn_gone(struct broker *b, sess_t *s);

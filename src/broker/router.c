@@ -133,8 +133,9 @@ static void on_appended(void *arg, int status, uint64_t id)
             sess_deliver(s, a->m, a->qos, a->retain, a->subids, a->n_subids,
                          id, NULL);
         else if (!a->r->gone)
-            cluster_notify_queued(a->b, a->r, a->m, a->qos, a->retain,
-                                  a->subids, a->n_subids, id);
+            cluster_notify_queued(a->b->cluster, a->r->cid, a->r->clen, a->m,
+                                  a->qos, a->retain, a->subids, a->n_subids,
+                                  id);
     } else if (status == SL_ELIMIT) {
         a->b->stats.dropped_queue_full++;
         log_debug("queue of client '%s' full, message on '%s' dropped",
@@ -205,7 +206,7 @@ static void retain_update(broker_t *b, route_t *rt, msg_t *m)
      * the broadcast, so a SUBSCRIBE on any node after that ack finds it
      * (that node's barrier comes back after the broadcast). */
     rt->pending++;
-    if (!cluster_retain(b, m, on_store_done, rt))
+    if (!cluster_retain(b->cluster, m, on_store_done, rt))
         rt->pending--;
 }
 
@@ -280,7 +281,7 @@ static bool group_online(const group_t *g, const subr_t *except)
  */
 static void group_route(broker_t *b, route_t *rt, group_t *g, msg_t *m)
 {
-    int node = b->cluster ? cluster_group_pick(b, g->share, g->slen,
+    int node = b->cluster ? cluster_group_pick(b->cluster, g->share, g->slen,
                                                group_online(g, NULL))
                           : CLUSTER_NONE;
     if (node < 0) {
@@ -291,7 +292,8 @@ static void group_route(broker_t *b, route_t *rt, group_t *g, msg_t *m)
         uint32_t i = (g->rr + k) % g->n;
         member_t *mb = &g->members[i];
         uint8_t qos = mb->sub->qos < m->qos ? mb->sub->qos : m->qos;
-        if (!mb->r->persistent || !qos || cluster_owner(b, mb->r) != node)
+        if (!mb->r->persistent || !qos ||
+            cluster_owner(b->cluster, mb->r->cid, mb->r->clen) != node)
             continue;
         g->rr = i + 1;
         struct match mt = {.r = mb->r, .qos = qos};
@@ -301,7 +303,7 @@ static void group_route(broker_t *b, route_t *rt, group_t *g, msg_t *m)
                                           m->retain);
         return;
     }
-    cluster_send_group(b, node, g->share, g->slen, m);
+    cluster_send_group(b->cluster, node, g->share, g->slen, m);
 }
 
 void router_publish(broker_t *b, sess_t *from, msg_t *m, route_done_fn done,
@@ -347,7 +349,7 @@ void router_publish(broker_t *b, sess_t *from, msg_t *m, route_done_fn done,
     if (expired)
         b->stats.dropped_expired++;
     else
-        cluster_forward(b, m);
+        cluster_forward(b->cluster, m);
     route_step(rt);
 }
 
@@ -401,9 +403,9 @@ void router_group_deliver(broker_t *b, group_t *g, msg_t *m,
     rt->pending = 1;
     int node = CLUSTER_NONE;
     if (except && !group_online(g, except))
-        node = cluster_group_pick(b, g->share, g->slen, false);
+        node = cluster_group_pick(b->cluster, g->share, g->slen, false);
     if (node >= 0)
-        cluster_send_group(b, node, g->share, g->slen, m); /* elsewhere */
+        cluster_send_group(b->cluster, node, g->share, g->slen, m);
     else
         group_deliver(b, rt, g, m, except);
     route_step(rt);

@@ -233,7 +233,8 @@ static void sess_end(sess_t *s)
     msg_unref(&s->will);
 
     subr_t *r = s->subr;
-    cluster_offline(b, s);
+    cluster_offline(b->cluster, s->cid, s->clen, s->epoch != 0,
+                    sess_claim_epoch(s));
     if (r) {
         subs_set_online(b, r, NULL);
         if (!r->persistent) {
@@ -248,7 +249,7 @@ static void sess_end(sess_t *s)
         /* A stored session resumed for this connection only (v5 clean
          * start 0, expiry 0) ends now. */
         store_session_del(b->store, s->cid, s->clen, s->epoch, NULL, NULL);
-        cluster_ended(b, s->cid, s->clen);
+        cluster_ended(b->cluster, s->cid, s->clen);
     }
     delivery_end(s);
     hook_event(b->auth, "client.disconnected", s->cid, s->username, NULL, NULL,

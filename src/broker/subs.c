@@ -149,7 +149,7 @@ static void route_ref(broker_t *b, const subr_t *r, const char *f,
                       size_t flen, int delta)
 {
     if (b->cluster && r->online)
-        cluster_route_ref(b, f, flen, delta);
+        cluster_route_ref(b->cluster, f, flen, delta);
 }
 
 void subs_set_online(broker_t *b, subr_t *r, sess_t *s)

@@ -98,7 +98,8 @@ static uint8_t subscribe_apply(sess_t *s, const char *f, size_t flen,
     if (!existed)
         s->n_subs++;
     if (s->persistent)
-        cluster_psub(b, s->cid, s->clen, f, flen, sub, true);
+        cluster_psub(b->cluster, s->cid, s->clen, f, flen, sub_opts(sub),
+                     sub->sub_id, true);
     /* No retained messages for shared subscriptions (MQTT 5 §4.8.2). */
     *send_retained = strncmp(f, "$share/", 7) != 0 &&
                      (sub->retain_handling == 0 ||
@@ -187,7 +188,7 @@ static void subctx_finish(subctx_t *c)
         if (s->state == SESS_ONLINE && s->conn)
             conn_resume(s->conn);
     }
-    if (retained && cluster_barrier(s->b, on_retained_barrier, c))
+    if (retained && cluster_barrier(s->b->cluster, on_retained_barrier, c))
         return;
     send_retained(c);
     sess_unref(&c->s);
@@ -381,8 +382,8 @@ void handle_unsubscribe(sess_t *s, mqtt_packet_t *p)
             if (s->persistent) {
                 store_sub_del(s->b->store, s->cid, s->clen, s->epoch, f,
                               ms.filter.len, NULL, NULL);
-                cluster_psub(s->b, s->cid, s->clen, f, ms.filter.len, NULL,
-                             false);
+                cluster_psub(s->b->cluster, s->cid, s->clen, f,
+                             ms.filter.len, 0, 0, false);
             }
         } else {
             codes[i] = mqtt_ack_code(SL_NOSUB, MQTT_UNSUBACK);

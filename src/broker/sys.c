@@ -22,7 +22,7 @@
 static void sys_put(broker_t *b, const char *name, const char *value)
 {
     char topic[256];
-    const char *node = cluster_node_id(b);
+    const char *node = cluster_node_id(b->cluster);
     if (node)
         snprintf(topic, sizeof(topic), "$SYS/broker/nodes/%s/%s", node, name);
     else
@@ -66,7 +66,7 @@ void sys_publish(broker_t *b)
                 net_stats(b->net)->tls_handshake_errors);
     if (b->cluster) {
         cluster_stats_t cs;
-        cluster_stats(b, &cs);
+        cluster_stats(b->cluster, &cs);
         sys_u64(b, "cluster/nodes", cs.nodes);
         sys_u64(b, "cluster/routes", cs.routes);
         sys_u64(b, "cluster/routes/resyncs", cs.resyncs);
