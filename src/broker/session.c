@@ -105,26 +105,6 @@ void sess_send_out(sess_t *s, const mqtt_out_t *o)
     s->b->stats.bytes_out += o->len;
 }
 
-/* Encode with enc into a stack buffer, or a heap one when it is larger. */
-#define SEND_ENCODED(s, CALL)                                                  \
-    do {                                                                       \
-        uint8_t stackbuf_[256];                                                \
-        mqtt_out_t o_;                                                         \
-        mqtt_out_init(&o_, stackbuf_, sizeof(stackbuf_));                      \
-        CALL;                                                                  \
-        if (o_.len > o_.cap) {                                                 \
-            uint8_t *heap_ = malloc(o_.len);                                   \
-            if (!heap_)                                                        \
-                break;                                                         \
-            mqtt_out_init(&o_, heap_, o_.len);                                 \
-            CALL;                                                              \
-            sess_send_out((s), &o_);                                                \
-            free(heap_);                                                       \
-        } else {                                                               \
-            sess_send_out((s), &o_);                                                \
-        }                                                                      \
-    } while (0)
-
 void sess_send_ack(sess_t *s, mqtt_type_t type, uint16_t pid, int status)
 {
     uint8_t code = mqtt_ack_code(status, type);
