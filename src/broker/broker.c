@@ -165,11 +165,13 @@ static void on_swept(void *arg, int status, const store_entry_t *e, size_t n)
     s->sweeping = false;
     if (online && x->after == s->max_qid)
         sess_qid_swept(s, e, n); /* read from the floor: ids below settle */
-    for (size_t i = 0; online && i < n; i++)
+    for (size_t i = 0; online && i < n; i++) {
+        delivery_opts_t o = {.qid = e[i].id,
+                             .qos = e[i].qos & STORE_QOS_MASK,
+                             .retain = (e[i].qos & STORE_QOS_RETAIN) != 0};
         if (s->state == SESS_ONLINE && e[i].msg)
-            sess_deliver(s, e[i].msg, e[i].qos & STORE_QOS_MASK,
-                         (e[i].qos & STORE_QOS_RETAIN) != 0, NULL, 0, e[i].id,
-                         NULL);
+            sess_deliver(s, e[i].msg, &o);
+    }
     if (status != SL_OK)
         s->b->stats.store_errors++;
     if (online && n == SWEEP_MAX && s->state == SESS_ONLINE &&
@@ -375,6 +377,7 @@ int broker_new(broker_t **out, struct event_base *base, sl_conf_t *conf)
         return SL_ENOMEM;
     b->base = base;
     b->conf = conf;
+    b->sink = &sess_sink_ops;
     b->clients = map_new();
     b->psessions = map_new();
     b->delayed_wills = map_new();

@@ -1185,13 +1185,13 @@ static void rx_queued(cluster_t *c, rbuf_t *r)
 {
     size_t clen;
     const char *cid = rb_str(r, &clen);
-    uint64_t qid = rb_u64(r);
-    uint8_t qos = rb_u8(r);
-    bool retain = rb_u8(r);
+    delivery_opts_t o = {0};
+    o.qid = rb_u64(r);
+    o.qos = rb_u8(r);
+    o.retain = rb_u8(r);
     uint8_t n = rb_u8(r);
-    uint32_t subids[4] = {0};
-    for (uint8_t i = 0; i < n && i < 4; i++)
-        subids[i] = rb_u32(r);
+    for (uint8_t i = 0; i < n && i < DELIVERY_MAX_SUBIDS; i++)
+        o.subids[o.n_subids++] = rb_u32(r);
     msg_t *m = rb_msg(r);
     if (r->bad || !cid || !m) {
         msg_unref(&m);
@@ -1199,7 +1199,7 @@ static void rx_queued(cluster_t *c, rbuf_t *r)
     }
     sess_t *s = map_get(c->b->clients, cid, clen);
     if (s && s->state == SESS_ONLINE && s->persistent)
-        sess_deliver(s, m, qos, retain, subids, n > 4 ? 4 : n, qid, NULL);
+        sess_deliver(s, m, &o);
     msg_unref(&m);
 }
 
