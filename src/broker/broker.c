@@ -166,11 +166,12 @@ static void on_swept(void *arg, int status, const store_entry_t *e, size_t n)
     if (online && x->after == s->max_qid)
         sess_qid_swept(s, e, n); /* read from the floor: ids below settle */
     for (size_t i = 0; online && i < n; i++) {
+        if (s->state != SESS_ONLINE || !e[i].msg)
+            continue;
         delivery_opts_t o = {.qid = e[i].id,
                              .qos = e[i].qos & STORE_QOS_MASK,
                              .retain = (e[i].qos & STORE_QOS_RETAIN) != 0};
-        if (s->state == SESS_ONLINE && e[i].msg)
-            sess_deliver(s, e[i].msg, &o);
+        sess_deliver(s, e[i].msg, &o);
     }
     if (status != SL_OK)
         s->b->stats.store_errors++;
