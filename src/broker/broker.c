@@ -170,11 +170,14 @@ static void on_swept(void *arg, int status, const store_entry_t *e, size_t n)
     s->sweeping = false;
     if (online && x->after == s->max_qid)
         sess_qid_swept(s, e, n); /* read from the floor: ids below settle */
-    for (size_t i = 0; online && i < n; i++)
-        if (s->state == SESS_ONLINE && e[i].msg)
-            sess_deliver(s, e[i].msg, e[i].qos & STORE_QOS_MASK,
-                         (e[i].qos & STORE_QOS_RETAIN) != 0, NULL, 0, e[i].id,
-                         NULL);
+    for (size_t i = 0; online && i < n; i++) {
+        if (s->state != SESS_ONLINE || !e[i].msg)
+            continue;
+        delivery_opts_t o = {.qid = e[i].id,
+                             .qos = e[i].qos & STORE_QOS_MASK,
+                             .retain = (e[i].qos & STORE_QOS_RETAIN) != 0};
+        sess_deliver(s, e[i].msg, &o);
+    }
     if (status != SL_OK)
         s->b->stats.store_errors++;
     if (online && n == SWEEP_MAX && s->state == SESS_ONLINE &&
@@ -404,6 +407,7 @@ int broker_new(broker_t **out, struct event_base *base, sl_conf_t *conf)
         return SL_ENOMEM;
     b->base = base;
     b->conf = conf;
+    b->sink = &sess_sink_ops;
     b->clients = map_new();
     b->psessions = map_new();
     b->delayed_wills = map_new();
@@ -454,8 +458,12 @@ static void hk_queued_notice(void *ctx, const char *cid, size_t clen,
 {
     broker_t *b = ctx;
     sess_t *s = map_get(b->clients, cid, clen);
-    if (s && s->state == SESS_ONLINE && s->persistent)
-        sess_deliver(s, m, qos, retain, subids, n_subids, qid, NULL);
+    if (!s || s->state != SESS_ONLINE || !s->persistent)
+        return;
+    delivery_opts_t o = {.qid = qid, .qos = qos, .retain = retain};
+    for (uint8_t i = 0; i < n_subids && i < DELIVERY_MAX_SUBIDS; i++)
+        delivery_add_subid(&o, subids[i]);
+    sess_deliver(s, m, &o);
 }
 
 static void hk_claimed_elsewhere(void *ctx, const char *cid, size_t clen,

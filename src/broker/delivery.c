@@ -38,7 +38,7 @@ void dlvq_free(dlvq_t *q)
     while (d) {
         dlv_t *n = d->next;
         msg_unref(&d->msg);
-        group_unref(&d->group);
+        group_unref(&d->o.group);
         pool_put(&dlv_pool, d);
         d = n;
     }
@@ -49,8 +49,9 @@ void dlvq_free(dlvq_t *q)
 static void redeliver_shared(sess_t *s, dlvq_t *q)
 {
     for (dlv_t *d = q->head; d; d = d->next)
-        if (d->group && d->msg && d->state == STORE_SENT && d->group->n)
-            router_group_deliver(s->b, d->group, d->msg, s->subr);
+        if (d->o.group && d->msg && d->state == STORE_SENT &&
+            d->o.group->n)
+            router_group_deliver(s->b, d->o.group, d->msg, s->subr);
 }
 
 void delivery_end(sess_t *s)
@@ -138,8 +139,8 @@ static void publish_props(sess_t *s, const dlv_t *d, mqtt_out_t *o,
     }
     if (alias)
         mqtt_prop_u16(o, MQTT_P_TOPIC_ALIAS, alias);
-    for (uint8_t i = 0; i < d->n_subids; i++)
-        mqtt_prop_varint(o, MQTT_P_SUBSCRIPTION_ID, d->subids[i]);
+    for (uint8_t i = 0; i < d->o.n_subids; i++)
+        mqtt_prop_varint(o, MQTT_P_SUBSCRIPTION_ID, d->o.subids[i]);
     if (m->props_len)
         mqtt_put_bytes(o, m->props, m->props_len);
 }
@@ -196,8 +197,8 @@ static bool write_publish(sess_t *s, const dlv_t *d, bool dup)
     }
     mqtt_publish_t p = {
         .dup = dup,
-        .qos = d->qos,
-        .retain = d->retain,
+        .qos = d->o.qos,
+        .retain = d->o.retain,
         .topic = {(const uint8_t *)m->topic, send_topic ? m->topic_len : 0},
         .packet_id = d->pid,
         .payload = {m->payload, m->payload_len},
@@ -253,11 +254,11 @@ static uint16_t next_pid(sess_t *s)
 
 static void dlv_done(sess_t *s, dlv_t *d)
 {
-    if (d->qid && s->persistent)
-        store_queue_ack(s->b->store, s->cid, s->clen, s->epoch, d->qid, NULL,
+    if (d->o.qid && s->persistent)
+        store_queue_ack(s->b->store, s->cid, s->clen, s->epoch, d->o.qid, NULL,
                         NULL);
     msg_unref(&d->msg);
-    group_unref(&d->group);
+    group_unref(&d->o.group);
     pool_put(&dlv_pool, d);
 }
 
@@ -275,7 +276,7 @@ static void on_marked(void *arg, int status)
     sess_t *s = mc->s;
     dlv_t *d = s->state == SESS_ONLINE ? dlvq_find(&s->inflight, mc->pid)
                                         : NULL;
-    if (d && d->qid == mc->qid && d->state == STORE_SENT) {
+    if (d && d->o.qid == mc->qid && d->state == STORE_SENT) {
         if (status != SL_OK) {
             s->b->stats.store_errors++;
             log_warning("store: packet id of a message to client '%s' not "
@@ -304,15 +305,15 @@ static void send_dlv(sess_t *s, dlv_t *d)
     if (!resend)
         d->pid = next_pid(s);
     d->state = STORE_SENT;
-    if (d->qid && s->persistent && !resend) {
+    if (d->o.qid && s->persistent && !resend) {
         /* The packet id is stored before the PUBLISH leaves, so a node
          * that takes the session over resends it with DUP and this id. */
         markctx_t *mc = pool_get(&mark_pool);
         if (mc) {
             sess_ref(s);
-            *mc = (markctx_t){s, d->qid, d->pid};
+            *mc = (markctx_t){s, d->o.qid, d->pid};
             dlvq_push(&s->inflight, d);
-            store_queue_mark(s->b->store, s->cid, s->clen, s->epoch, d->qid,
+            store_queue_mark(s->b->store, s->cid, s->clen, s->epoch, d->o.qid,
                              d->pid, STORE_SENT, on_marked, mc);
             return;
         }
@@ -322,8 +323,8 @@ static void send_dlv(sess_t *s, dlv_t *d)
         return;
     }
     dlvq_push(&s->inflight, d);
-    if (d->qid && s->persistent)
-        store_queue_mark(s->b->store, s->cid, s->clen, s->epoch, d->qid,
+    if (d->o.qid && s->persistent)
+        store_queue_mark(s->b->store, s->cid, s->clen, s->epoch, d->o.qid,
                          d->pid, STORE_SENT, NULL, NULL);
 }
 
@@ -413,22 +414,19 @@ void sess_qid_swept(sess_t *s, const store_entry_t *e, size_t n)
     qid_compact(s);
 }
 
-void sess_deliver(sess_t *s, msg_t *m, uint8_t qos, bool retain,
-                  const uint32_t *subids, uint8_t n_subids, uint64_t qid,
-                  group_t *group)
+void sess_deliver(sess_t *s, msg_t *m, const delivery_opts_t *o)
 {
     uint32_t maxq = (uint32_t)s->b->conf->max_queued_messages;
-    bool full = qos && s->inflight.len >= s->window && maxq &&
+    bool full = o->qos && s->inflight.len >= s->window && maxq &&
                 s->pending.len >= maxq;
     /* A stored entry is not dropped here: the store bounds the queue, and
      * an entry left unseen is read again by the next sweep. */
-    if (qid && (full || !sess_qid_new(s, qid)))
+    if (o->qid && (full || !sess_qid_new(s, o->qid)))
         return; /* no room yet, or already delivered on this connection */
-    dlv_t tmp = {.msg = m, .qos = qos, .retain = retain,
-                 .n_subids = n_subids > 4 ? 4 : n_subids, .qid = qid};
-    if (n_subids)
-        memcpy(tmp.subids, subids, tmp.n_subids * sizeof(uint32_t));
-    if (qos == 0) {
+    dlv_t tmp = {.msg = m, .o = *o};
+    if (tmp.o.n_subids > DELIVERY_MAX_SUBIDS)
+        tmp.o.n_subids = DELIVERY_MAX_SUBIDS;
+    if (o->qos == 0) {
         if (!s->conn || conn_out_len(s->conn) > OUTPUT_BACKLOG_MAX) {
             s->b->stats.dropped_queue_full++;
             return;
@@ -450,15 +448,32 @@ void sess_deliver(sess_t *s, msg_t *m, uint8_t qos, bool retain,
         return;
     *d = tmp;
     msg_ref(m);
-    if (group) {
-        d->group = group;
-        group->refs++;
-    }
+    if (d->o.group)
+        d->o.group->refs++;
     if (s->inflight.len < s->window && !s->pending.head)
         send_dlv(s, d);
     else
         dlvq_push(&s->pending, d);
 }
+
+/* ---- the session as the router's sink (sink.h) ------------------------- */
+
+static bool sink_online(void *sink)
+{
+    const sess_t *s = sink;
+    return s->state == SESS_ONLINE;
+}
+
+static bool sink_deliver(void *sink, msg_t *m, const delivery_opts_t *o)
+{
+    sess_t *s = sink;
+    if (s->state != SESS_ONLINE)
+        return false;
+    sess_deliver(s, m, o);
+    return true;
+}
+
+const sink_ops_t sess_sink_ops = {sink_online, sink_deliver};
 
 /*
  * After a session resumed: resend what was in flight (DUP set; PUBREL where
@@ -502,9 +517,9 @@ void delivery_load_queue(sess_t *s, const store_claim_t *c)
         if (!d)
             break;
         d->msg = msg_ref(e->msg);
-        d->qid = e->id;
-        d->qos = e->qos & STORE_QOS_MASK;
-        d->retain = (e->qos & STORE_QOS_RETAIN) != 0;
+        d->o.qid = e->id;
+        d->o.qos = e->qos & STORE_QOS_MASK;
+        d->o.retain = (e->qos & STORE_QOS_RETAIN) != 0;
         d->pid = e->pid;
         d->state = e->state;
         if (e->id > s->max_qid)
@@ -538,7 +553,7 @@ void delivery_load_queue(sess_t *s, const store_claim_t *c)
 void handle_puback(sess_t *s, const mqtt_packet_t *p)
 {
     dlv_t *d = dlvq_find(&s->inflight, p->u.ack.packet_id);
-    if (!d || d->qos != 1)
+    if (!d || d->o.qos != 1)
         return; /* unknown id: nothing to do (MQTT 5 §4.3.2) */
     dlvq_take(&s->inflight, d->pid);
     dlv_done(s, d);
@@ -549,7 +564,7 @@ void handle_pubrec(sess_t *s, const mqtt_packet_t *p)
 {
     uint16_t pid = p->u.ack.packet_id;
     dlv_t *d = dlvq_find(&s->inflight, pid);
-    if (!d || d->qos != 2) {
+    if (!d || d->o.qos != 2) {
         if (s->version == MQTT_V5)
             sess_send_ack(s, MQTT_PUBREL, pid, SL_EPACKETID);
         return;
@@ -564,8 +579,8 @@ void handle_pubrec(sess_t *s, const mqtt_packet_t *p)
     ackctx_t *a = NULL;
     if (d->state != STORE_PUBREC) {
         d->state = STORE_PUBREC;
-        if (d->qid && s->persistent && (a = sess_ack_after(s, MQTT_PUBREL, pid, SL_OK)))
-            store_queue_mark(s->b->store, s->cid, s->clen, s->epoch, d->qid,
+        if (d->o.qid && s->persistent && (a = sess_ack_after(s, MQTT_PUBREL, pid, SL_OK)))
+            store_queue_mark(s->b->store, s->cid, s->clen, s->epoch, d->o.qid,
                              pid, STORE_PUBREC, sess_on_stored_ack, a);
         msg_unref(&d->msg); /* the payload is no longer needed */
         d->msg = NULL;
@@ -579,7 +594,7 @@ void handle_pubrec(sess_t *s, const mqtt_packet_t *p)
 void handle_pubcomp(sess_t *s, const mqtt_packet_t *p)
 {
     dlv_t *d = dlvq_find(&s->inflight, p->u.ack.packet_id);
-    if (!d || d->qos != 2 || d->state != STORE_PUBREC)
+    if (!d || d->o.qos != 2 || d->state != STORE_PUBREC)
         return;
     dlvq_take(&s->inflight, d->pid);
     dlv_done(s, d);

@@ -11,14 +11,10 @@
 typedef struct dlv {
     struct dlv *next;
     msg_t *msg;
-    group_t *group;              /* shared subscription it came through */
-    uint64_t qid;                /* store queue entry id; 0 = not persisted */
+    delivery_opts_t o;           /* QoS, RETAIN, subscription ids, queue
+                                    entry, shared group (a reference) */
     uint16_t pid;                /* 0 until sent */
-    uint8_t qos;
     uint8_t state;               /* STORE_SENT / STORE_PUBREC */
-    bool retain;                 /* RETAIN flag to send */
-    uint8_t n_subids;
-    uint32_t subids[4];          /* v5 subscription identifiers (first 4) */
 } dlv_t;
 
 typedef struct dlvq {
@@ -26,11 +22,12 @@ typedef struct dlvq {
     uint32_t len;
 } dlvq_t;
 
-/* Deliver a message to an online session (router). qid != 0 for messages
- * already in the session's store queue. */
-void sess_deliver(sess_t *s, msg_t *m, uint8_t qos, bool retain,
-                  const uint32_t *subids, uint8_t n_subids, uint64_t qid,
-                  group_t *group);
+/* Deliver a message to an online session. o->qid != 0 for messages already
+ * in the session's store queue; o->group (QoS >= 1) is kept referenced
+ * until the client acknowledged. */
+void sess_deliver(sess_t *s, msg_t *m, const delivery_opts_t *o);
+/* The session as a sink (sink.h): the sink pointer is the sess_t. */
+extern const sink_ops_t sess_sink_ops;
 /* Queue-entry bookkeeping of a connection (dedup of notices and sweeps). */
 bool sess_qid_new(sess_t *s, uint64_t qid);
 void sess_qid_swept(sess_t *s, const store_entry_t *e, size_t n);

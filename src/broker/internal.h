@@ -8,7 +8,8 @@
  *              (session.c, one handler per packet type in handle_*.c style
  *              sections); the transport is a conn_t (src/net/net.h).
  *   subr_t     a subscriber as the trie sees it: a client id, its
- *              subscriptions, and the online session if any. A clean
+ *              subscriptions, and the sink of its online session if any
+ *              (sink.h: the router reaches sessions only through it). A clean
  *              session owns its subr_t; a persistent session's subr_t lives
  *              in broker->psessions for as long as the session exists, so
  *              messages for it are queued in the store while it is offline.
@@ -33,6 +34,8 @@
 #include "starling/msg.h"
 #include "starling/store.h"
 #include "starling/topic.h"
+
+#include "sink.h"
 
 struct event;
 
@@ -72,7 +75,8 @@ typedef struct subr {
     char *cid;
     size_t clen;
     map_t *subs;                 /* filter -> sub_t */
-    sess_t *online;              /* the live session on this node, or NULL */
+    void *online;                /* the sink of the live session on this
+                                    node (broker->sink), or NULL */
     uint64_t match_gen;          /* router scratch: last publish that matched */
     uint32_t match_idx;
 } subr_t;
@@ -118,6 +122,7 @@ struct broker {
     int loads_pending;           /* start-up (or resync) loads running */
     bool load_failed;            /* one of them failed: all run again */
     bool loaded;                 /* the start-up loads are done */
+    const sink_ops_t *sink;      /* operations on subr_t.online (sink.h) */
     bool stopping;
 
     map_t *clients;              /* cid -> sess_t (with a CONNECT) */
@@ -136,7 +141,7 @@ struct broker {
 
     /* router scratch (one publish at a time) */
     uint64_t match_gen;
-    subr_t *match_from;
+    const subr_t *match_from;
     struct match *matches;
     uint32_t n_matches, cap_matches;
     group_t **gmatches;
@@ -149,14 +154,16 @@ struct broker {
 /* Completion of a publish: called once when every store write is done. */
 typedef void (*route_done_fn)(void *arg, int status, bool matched);
 /* Route a message: retained update, local deliveries, persistent queues.
- * `from` (may be NULL) is the publishing session, for no-local. */
-void router_publish(struct broker *b, sess_t *from, msg_t *m,
+ * `from` (may be NULL) is the publisher's subscriber record, for no-local. */
+void router_publish(struct broker *b, const subr_t *from, msg_t *m,
                     route_done_fn done, void *arg);
 /* Set (or, with an empty payload, clear) the retained message of m's topic
  * in this node's index. SL_OK or SL_ENOMEM. */
 int router_retained_index(struct broker *b, msg_t *m);
-/* Send retained messages matching `filter` to a session (after SUBACK). */
-void router_send_retained(struct broker *b, sess_t *s, const char *filter,
+/* Send retained messages matching `filter` to subscriber r (after SUBACK):
+ * to its online sink, or through its store queue for a persistent
+ * subscriber at QoS >= 1. */
+void router_send_retained(struct broker *b, subr_t *r, const char *filter,
                           size_t flen, const sub_t *sub);
 void router_fini(struct broker *b);
 /* A message another node forwarded: local subscribers only (persistent
@@ -182,9 +189,10 @@ int subs_add(struct broker *b, subr_t *r, const char *filter, size_t flen,
 int subs_remove(struct broker *b, subr_t *r, const char *filter, size_t flen);
 /* Remove every subscription of r from the trie (and r's map). */
 void subs_clear(struct broker *b, subr_t *r);
-/* Attach or detach the online session; keeps the cluster's routes (filters
- * with an online subscriber here) current. */
-void subs_set_online(struct broker *b, subr_t *r, sess_t *s);
+/* Attach (the sink of the online session, broker->sink) or detach (NULL);
+ * keeps the cluster's routes (filters with an online subscriber here)
+ * current. */
+void subs_set_online(struct broker *b, subr_t *r, void *sink);
 
 /* ---- broker.c ---------------------------------------------------------- */
 void broker_conn_gone(struct broker *b, sess_t *s);

@@ -353,7 +353,7 @@ static void publish_route(sess_t *s, msg_t *m, uint16_t pid)
 {
     broker_t *b = s->b;
     if (m->qos == 0) {
-        router_publish(b, s, m, NULL, NULL);
+        router_publish(b, s->subr, m, NULL, NULL);
         return;
     }
     pubctx_t *pc = pool_get(&pub_pool);
@@ -375,7 +375,7 @@ static void publish_route(sess_t *s, msg_t *m, uint16_t pid)
     }
     if (m->qos == 1)
         s->in_flight_in++;
-    router_publish(b, s, m, on_routed, pc);
+    router_publish(b, s->subr, m, on_routed, pc);
 }
 
 void handle_pubrel(sess_t *s, const mqtt_packet_t *p)

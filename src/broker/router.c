@@ -11,9 +11,11 @@
  *      queue first, then handed to the session if it is online here.
  * The completion runs once every store write has been acknowledged, so the
  * publisher is acknowledged only for messages that are safe.
+ *
+ * Sessions are reached only through their sink (sink.h): subr_t.online and
+ * broker->sink, one indirect call per delivery.
  */
 #include "internal.h"
-#include "session.h"
 
 #include "starling/err.h"
 #include "starling/log.h"
@@ -22,12 +24,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* One subscriber matched by a publish. While matching, o.qos is the highest
+ * QoS of its matching subscriptions and o.retain whether any of them is
+ * retain-as-published; match_finish() turns them into the delivery's. */
 struct match {
     subr_t *r;
-    uint8_t qos;
-    bool rap;
-    uint8_t n_subids;
-    uint32_t subids[4];
+    delivery_opts_t o;
 };
 
 typedef struct route {
@@ -43,10 +45,7 @@ typedef struct append {
     broker_t *b;
     subr_t *r;
     msg_t *m;
-    uint8_t qos;
-    bool retain;
-    uint8_t n_subids;
-    uint32_t subids[4];
+    delivery_opts_t o;           /* o.qid set once the store answered */
 } append_t;
 
 /* One route_t per publish, one append_t per queued delivery (pool.h). */
@@ -117,25 +116,40 @@ static void on_match(void *ctx, const char *filter, size_t flen, uintptr_t key,
     } else {
         mt = &b->matches[r->match_idx];
     }
-    if (sub->qos > mt->qos)
-        mt->qos = sub->qos;
-    mt->rap |= sub->retain_as_published;
-    if (sub->sub_id && mt->n_subids < 4)
-        mt->subids[mt->n_subids++] = sub->sub_id;
+    if (sub->qos > mt->o.qos)
+        mt->o.qos = sub->qos;
+    mt->o.retain |= sub->retain_as_published;
+    delivery_add_subid(&mt->o, sub->sub_id);
+}
+
+/* The delivery of m to a matched subscriber: at most the message's QoS,
+ * RETAIN kept only for retain-as-published. */
+static void match_finish(delivery_opts_t *o, const msg_t *m)
+{
+    if (o->qos > m->qos)
+        o->qos = m->qos;
+    o->retain = o->retain && m->retain;
+}
+
+/* The delivery of m through one subscription. */
+static delivery_opts_t sub_delivery(const sub_t *sub, const msg_t *m)
+{
+    delivery_opts_t o = {.qos = sub->qos < m->qos ? sub->qos : m->qos,
+                         .retain = sub->retain_as_published && m->retain};
+    delivery_add_subid(&o, sub->sub_id);
+    return o;
 }
 
 static void on_appended(void *arg, int status, uint64_t id)
 {
     append_t *a = arg;
     if (status == SL_OK) {
-        sess_t *s = a->r->online;
-        if (s && s->state == SESS_ONLINE && !a->r->gone)
-            sess_deliver(s, a->m, a->qos, a->retain, a->subids, a->n_subids,
-                         id, NULL);
-        else if (!a->r->gone)
+        void *sink = a->r->online;
+        a->o.qid = id;
+        if (!a->r->gone && !(sink && a->b->sink->deliver(sink, a->m, &a->o)))
             cluster_notify_queued(a->b->cluster, a->r->cid, a->r->clen, a->m,
-                                  a->qos, a->retain, a->subids, a->n_subids,
-                                  id);
+                                  a->o.qos, a->o.retain, a->o.subids,
+                                  a->o.n_subids, id);
     } else if (status == SL_ELIMIT) {
         a->b->stats.dropped_queue_full++;
         log_debug("queue of client '%s' full, message on '%s' dropped",
@@ -155,25 +169,27 @@ static void on_appended(void *arg, int status, uint64_t id)
     on_store_done(rt, status);
 }
 
-static void queue_for(broker_t *b, route_t *rt, const struct match *mt,
-                      msg_t *m, uint8_t qos, bool retain)
+/* Append m to persistent subscriber r's store queue; on success it is
+ * handed to r's sink (or the node holding r's session) with o. */
+static void queue_for(broker_t *b, route_t *rt, subr_t *r, msg_t *m,
+                      const delivery_opts_t *o)
 {
     append_t *a = pool_get(&append_pool);
     if (!a) {
         rt->status = SL_ENOMEM;
         return;
     }
-    *a = (append_t){.rt = rt, .b = b, .r = mt->r, .m = msg_ref(m),
-                    .qos = qos, .retain = retain, .n_subids = mt->n_subids};
-    memcpy(a->subids, mt->subids, sizeof(a->subids));
-    subr_ref(mt->r);
+    *a = (append_t){.rt = rt, .b = b, .r = r, .m = msg_ref(m), .o = *o};
+    a->o.qid = 0;
+    a->o.group = NULL;
+    subr_ref(r);
     store_limits_t lim = {.max_queued = (uint32_t)b->conf->max_queued_messages,
                           .drop_oldest = b->conf->queue_drop ==
                                          QUEUE_DROP_OLDEST};
     rt->pending++;
-    store_queue_append(b->store, mt->r->cid, mt->r->clen, m,
-                       (uint8_t)(qos | (retain ? STORE_QOS_RETAIN : 0)), &lim,
-                       on_appended, a);
+    store_queue_append(b->store, r->cid, r->clen, m,
+                       (uint8_t)(o->qos | (o->retain ? STORE_QOS_RETAIN : 0)),
+                       &lim, on_appended, a);
 }
 
 int router_retained_index(broker_t *b, msg_t *m)
@@ -210,9 +226,9 @@ static void retain_update(broker_t *b, route_t *rt, msg_t *m)
         rt->pending--;
 }
 
-static bool member_online(const member_t *mb)
+static bool member_online(const broker_t *b, const member_t *mb)
 {
-    return mb->r->online && mb->r->online->state == SESS_ONLINE;
+    return mb->r->online && b->sink->online(mb->r->online);
 }
 
 /*
@@ -230,7 +246,7 @@ static member_t *group_pick(broker_t *b, group_t *g, const subr_t *except)
     for (uint32_t k = 0; k < g->n; k++) {
         uint32_t i = (start + k) % g->n;
         member_t *mb = &g->members[i];
-        if (mb->r != except && member_online(mb)) {
+        if (mb->r != except && member_online(b, mb)) {
             g->rr = i + 1;
             return mb;
         }
@@ -249,25 +265,23 @@ static void group_deliver(broker_t *b, route_t *rt, group_t *g, msg_t *m,
     member_t *mb = group_pick(b, g, except);
     if (!mb)
         return;
-    const sub_t *sub = mb->sub;
-    uint8_t qos = sub->qos < m->qos ? sub->qos : m->qos;
-    bool retain = sub->retain_as_published && m->retain;
-    struct match mt = {.r = mb->r, .qos = qos};
-    if (sub->sub_id)
-        mt.subids[mt.n_subids++] = sub->sub_id;
-    if (mb->r->persistent && qos > 0) {
-        queue_for(b, rt, &mt, m, qos, retain);
+    delivery_opts_t o = sub_delivery(mb->sub, m);
+    if (mb->r->persistent && o.qos > 0) {
+        queue_for(b, rt, mb->r, m, &o);
         return;
     }
-    if (member_online(mb))
-        sess_deliver(mb->r->online, m, qos, retain, mt.subids, mt.n_subids, 0,
-                     qos ? g : NULL);
+    /* The group travels with a QoS 1/2 delivery of a clean session, so
+     * what it leaves unacknowledged goes to another member. */
+    o.group = o.qos ? g : NULL;
+    if (mb->r->online)
+        b->sink->deliver(mb->r->online, m, &o);
 }
 
-static bool group_online(const group_t *g, const subr_t *except)
+static bool group_online(const broker_t *b, const group_t *g,
+                         const subr_t *except)
 {
     for (uint32_t i = 0; i < g->n; i++)
-        if (g->members[i].r != except && member_online(&g->members[i]))
+        if (g->members[i].r != except && member_online(b, &g->members[i]))
             return true;
     return false;
 }
@@ -282,7 +296,7 @@ static bool group_online(const group_t *g, const subr_t *except)
 static void group_route(broker_t *b, route_t *rt, group_t *g, msg_t *m)
 {
     int node = b->cluster ? cluster_group_pick(b->cluster, g->share, g->slen,
-                                               group_online(g, NULL))
+                                               group_online(b, g, NULL))
                           : CLUSTER_NONE;
     if (node < 0) {
         group_deliver(b, rt, g, m, NULL);
@@ -291,23 +305,19 @@ static void group_route(broker_t *b, route_t *rt, group_t *g, msg_t *m)
     for (uint32_t k = 0; k < g->n; k++) {
         uint32_t i = (g->rr + k) % g->n;
         member_t *mb = &g->members[i];
-        uint8_t qos = mb->sub->qos < m->qos ? mb->sub->qos : m->qos;
-        if (!mb->r->persistent || !qos ||
+        delivery_opts_t o = sub_delivery(mb->sub, m);
+        if (!mb->r->persistent || !o.qos ||
             cluster_owner(b->cluster, mb->r->cid, mb->r->clen) != node)
             continue;
         g->rr = i + 1;
-        struct match mt = {.r = mb->r, .qos = qos};
-        if (mb->sub->sub_id)
-            mt.subids[mt.n_subids++] = mb->sub->sub_id;
-        queue_for(b, rt, &mt, m, qos, mb->sub->retain_as_published &&
-                                          m->retain);
+        queue_for(b, rt, mb->r, m, &o);
         return;
     }
     cluster_send_group(b->cluster, node, g->share, g->slen, m);
 }
 
-void router_publish(broker_t *b, sess_t *from, msg_t *m, route_done_fn done,
-                    void *arg)
+void router_publish(broker_t *b, const subr_t *from, msg_t *m,
+                    route_done_fn done, void *arg)
 {
     route_t *rt = route_new();
     if (!rt) {
@@ -325,23 +335,18 @@ void router_publish(broker_t *b, sess_t *from, msg_t *m, route_done_fn done,
     b->match_gen++;
     b->n_matches = 0;
     b->n_gmatches = 0;
-    b->match_from = from ? from->subr : NULL;
+    b->match_from = from;
     trie_match(b->subs, m->topic, m->topic_len, on_match, b);
 
     bool expired = m->expiry_at && m->expiry_at <= sl_now_ms();
     rt->matched = b->n_matches > 0;
     for (uint32_t i = 0; i < b->n_matches && !expired; i++) {
-        const struct match *mt = &b->matches[i];
-        uint8_t qos = mt->qos < m->qos ? mt->qos : m->qos;
-        bool retain = mt->rap && m->retain;
-        if (mt->r->persistent && qos > 0) {
-            queue_for(b, rt, mt, m, qos, retain);
-            continue;
-        }
-        sess_t *s = mt->r->online;
-        if (s && s->state == SESS_ONLINE)
-            sess_deliver(s, m, qos, retain, mt->subids, mt->n_subids, 0,
-                         NULL);
+        struct match *mt = &b->matches[i];
+        match_finish(&mt->o, m);
+        if (mt->r->persistent && mt->o.qos > 0)
+            queue_for(b, rt, mt->r, m, &mt->o);
+        else if (mt->r->online)
+            b->sink->deliver(mt->r->online, m, &mt->o);
     }
     for (uint32_t i = 0; i < b->n_gmatches && !expired; i++)
         group_route(b, rt, b->gmatches[i], m);
@@ -365,14 +370,12 @@ void router_publish_remote(broker_t *b, msg_t *m)
     b->match_from = NULL;
     trie_match(b->subs, m->topic, m->topic_len, on_match, b);
     for (uint32_t i = 0; i < b->n_matches; i++) {
-        const struct match *mt = &b->matches[i];
-        uint8_t qos = mt->qos < m->qos ? mt->qos : m->qos;
-        if (mt->r->persistent && qos > 0)
+        struct match *mt = &b->matches[i];
+        match_finish(&mt->o, m);
+        if (mt->r->persistent && mt->o.qos > 0)
             continue; /* queued by the publishing node */
-        sess_t *s = mt->r->online;
-        if (s && s->state == SESS_ONLINE)
-            sess_deliver(s, m, qos, mt->rap && m->retain, mt->subids,
-                         mt->n_subids, 0, NULL);
+        if (mt->r->online)
+            b->sink->deliver(mt->r->online, m, &mt->o);
     }
     /* Shared groups: only when the publishing node picks this one ('G'). */
 }
@@ -402,7 +405,7 @@ void router_group_deliver(broker_t *b, group_t *g, msg_t *m,
         return;
     rt->pending = 1;
     int node = CLUSTER_NONE;
-    if (except && !group_online(g, except))
+    if (except && !group_online(b, g, except))
         node = cluster_group_pick(b->cluster, g->share, g->slen, false);
     if (node >= 0)
         cluster_send_group(b->cluster, node, g->share, g->slen, m);
@@ -413,7 +416,7 @@ void router_group_deliver(broker_t *b, group_t *g, msg_t *m,
 
 typedef struct rsend {
     broker_t *b;
-    sess_t *s;
+    subr_t *r;
     const sub_t *sub;
     route_t *rt;                 /* for queue appends (persistent session) */
     uint64_t now;
@@ -425,27 +428,25 @@ static void on_retained_match(void *ctx, void *value)
     msg_t *m = value;
     if (m->expiry_at && m->expiry_at <= x->now)
         return;
-    uint32_t subid = x->sub->sub_id;
-    uint8_t qos = x->sub->qos < m->qos ? x->sub->qos : m->qos;
-    if (qos && x->rt) {
+    delivery_opts_t o = {.qos = x->sub->qos < m->qos ? x->sub->qos : m->qos,
+                         .retain = true};
+    delivery_add_subid(&o, x->sub->sub_id);
+    if (o.qos && x->rt) {
         /* Like any QoS >= 1 message for a stored session: through its
          * queue, so it is sent again after a reconnect (to any node)
          * until acknowledged. */
-        struct match mt = {.r = x->s->subr, .qos = qos};
-        if (subid)
-            mt.subids[mt.n_subids++] = subid;
-        queue_for(x->b, x->rt, &mt, m, qos, true);
+        queue_for(x->b, x->rt, x->r, m, &o);
         return;
     }
-    sess_deliver(x->s, m, qos, true, subid ? &subid : NULL, subid ? 1 : 0, 0,
-                 NULL);
+    if (x->r->online)
+        x->b->sink->deliver(x->r->online, m, &o);
 }
 
-void router_send_retained(broker_t *b, sess_t *s, const char *filter,
+void router_send_retained(broker_t *b, subr_t *r, const char *filter,
                           size_t flen, const sub_t *sub)
 {
-    rsend_t x = {b, s, sub, NULL, sl_now_ms()};
-    if (s->persistent && s->subr && sub->qos)
+    rsend_t x = {b, r, sub, NULL, sl_now_ms()};
+    if (r->persistent && sub->qos)
         x.rt = route_new();
     if (x.rt)
         x.rt->pending = 1;

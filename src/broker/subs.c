@@ -7,10 +7,10 @@
  * filter f whose key is the group_t* tagged with GROUP_TAG, and the group
  * lists its members. Each subr_t keeps all its subscriptions (shared ones
  * under their full "$share/..." name) in its own map, which owns the sub_t;
- * both views change together, here only.
+ * both views change together, here only. Of a session it knows only the
+ * opaque sink pointer (subr_t.online, sink.h).
  */
 #include "internal.h"
-#include "session.h"
 
 #include "starling/err.h"
 
@@ -152,19 +152,19 @@ static void route_ref(broker_t *b, const subr_t *r, const char *f,
         cluster_route_ref(b->cluster, f, flen, delta);
 }
 
-void subs_set_online(broker_t *b, subr_t *r, sess_t *s)
+void subs_set_online(broker_t *b, subr_t *r, void *sink)
 {
     size_t cur = 0;
     const char *f;
     size_t flen;
     void *v;
-    if (r->online && !s) {
+    if (r->online && !sink) {
         while (map_next(r->subs, &cur, &f, &flen, &v))
             route_ref(b, r, f, flen, -1);
     }
     bool was = r->online != NULL;
-    r->online = s;
-    if (!was && s) {
+    r->online = sink;
+    if (!was && sink) {
         cur = 0;
         while (map_next(r->subs, &cur, &f, &flen, &v))
             route_ref(b, r, f, flen, +1);

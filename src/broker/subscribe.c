@@ -157,9 +157,9 @@ static void send_retained(subctx_t *c)
     sess_t *s = c->s;
     if (s->state != SESS_ONLINE)
         return;
-    for (uint32_t i = 0; i < c->n; i++)
+    for (uint32_t i = 0; s->subr && i < c->n; i++)
         if (c->retained[i] && !mqtt_rc_failed(c->codes[i]))
-            router_send_retained(s->b, s, c->filters[i],
+            router_send_retained(s->b, s->subr, c->filters[i],
                                  strlen(c->filters[i]), &c->subs[i]);
 }
 
