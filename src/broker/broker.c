@@ -12,6 +12,8 @@
  */
 #include "internal.h"
 #include "session.h"
+#include "router.h"
+#include "sys.h"
 #include "../net/net.h"
 
 #include "starling/err.h"

@@ -11,6 +11,7 @@
 #include "connect.h"
 #include "publish.h"
 #include "subscribe.h"
+#include "router.h"
 #include "../net/net.h"
 
 #include "starling/err.h"

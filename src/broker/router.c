@@ -16,6 +16,7 @@
  * broker->sink, one indirect call per delivery.
  */
 #include "internal.h"
+#include "router.h"
 
 #include "starling/err.h"
 #include "starling/log.h"

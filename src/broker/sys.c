@@ -7,6 +7,8 @@
  * these topics ($-rule), so `#` subscribers do not see them.
  */
 #include "internal.h"
+#include "sys.h"
+#include "router.h"
 #include "session.h"
 #include "../net/net.h"
 

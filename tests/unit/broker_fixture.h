@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "../../src/broker/internal.h"
+#include "../../src/broker/router.h"
 
 #include "starling/err.h"
 #include "starling/log.h"
