@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-import mqtt_raw as raw
-from conftest import redis_url
+from harness import raw
+from harness.redis import redis_url
 
 pytestmark = pytest.mark.starling_only
 

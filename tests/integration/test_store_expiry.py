@@ -7,9 +7,10 @@ import uuid
 
 import pytest
 
-from conftest import bounce, durable_only
-import v5util as v5
-from v5util import paho_props, v5connect
+from harness.broker import bounce
+from harness.client import paho_props
+from harness.raw import v5connect
+from harness.redis import durable_only
 
 pytestmark = pytest.mark.starling_only
 
@@ -48,19 +49,10 @@ def test_restart_keeps_sessions_only_in_a_durable_store(
 
 
 def wait_session_gone(raw_factory, topic, timeout):
-    """Publish QoS 1 (MQTT 5) to topic until the PUBACK says no subscriber
-    matched (0x10): the only subscriber is an offline session, so it has
-    expired. Returns the seconds waited."""
+    """Seconds until the offline session subscribed to `topic` has expired
+    (see V5Client.wait_no_subscriber)."""
     pub, _ = v5connect(raw_factory)
-    start = time.monotonic()
-    while True:
-        ack = pub.publish(topic, b"probe", qos=1)
-        if ack.rc == v5.RC_NO_MATCHING_SUBSCRIBERS:
-            return time.monotonic() - start
-        assert ack.rc == 0, f"PUBACK {ack.rc:#x}"
-        assert time.monotonic() - start < timeout, \
-            f"session still there after {timeout} s"
-        time.sleep(0.05)
+    return pub.wait_no_subscriber(topic, timeout)
 
 
 def test_session_expires_while_broker_up(broker, client_factory,

@@ -7,9 +7,10 @@ import uuid
 
 import pytest
 
-import mqtt_raw as raw
-import v5util as v5
-from conftest import redis_url
+from harness import raw
+from harness.client import paho_props
+from harness.raw import v5
+from harness.redis import redis_url
 
 pytestmark = pytest.mark.starling_only
 
@@ -37,7 +38,7 @@ def offline_persistent(client_factory, cid, topic, proto="311"):
     """A persistent session subscribed to topic at QoS 1, then offline."""
     if proto == "5":
         c = client_factory(cid, protocol="5", connect=False)
-        c.connect(clean_start=True, properties=v5.paho_props(
+        c.connect(clean_start=True, properties=paho_props(
             "CONNECT", SessionExpiryInterval=300))
     else:
         c = client_factory(cid, protocol=proto, clean_session=False)

@@ -7,9 +7,10 @@ import uuid
 
 import pytest
 
-import mqtt_raw as raw
-from conftest import bounce, durable_only
-from v5util import paho_props
+from harness import raw
+from harness.broker import bounce
+from harness.client import paho_props
+from harness.redis import durable_only
 
 pytestmark = [pytest.mark.starling_only, durable_only]
 
