@@ -9,8 +9,10 @@ import uuid
 
 import pytest
 
-from conftest import (PROBE, redis_any, store_ports, wait_route,
-                      wait_until)
+from harness.client import PROBE
+from harness.cluster import wait_route
+from harness.redis import redis_any, store_ports
+from harness.wait import wait_until
 
 V5_SESSION_TAKEN_OVER = 0x8E
 
