@@ -675,20 +675,8 @@ class RawClient:
         self.close()
 
 
-class V5Client:
-    """MQTT 5.0 conversations over a RawClient (so raw_factory closes it at
-    teardown), which from then on decodes MQTT 5. Acknowledgements are sent
-    by the test, except where a helper says otherwise."""
-
-    def __init__(self, rawclient):
-        self.raw = rawclient
-        self.raw.level = V5
-        self.next_pid = 1
-
-    def pid(self):
-        p = self.next_pid
-        self.next_pid = p % 65535 + 1
-        return p
+class _OverRaw:
+    """Sending and reading through the RawClient self.raw."""
 
     def send(self, data):
         self.raw.send(data)
@@ -707,6 +695,22 @@ class V5Client:
 
     def wait_closed(self, timeout=5.0):
         return self.raw.wait_closed(timeout)
+
+
+class V5Client(_OverRaw):
+    """MQTT 5.0 conversations over a RawClient (so raw_factory closes it at
+    teardown), which from then on decodes MQTT 5. Acknowledgements are sent
+    by the test, except where a helper says otherwise."""
+
+    def __init__(self, rawclient):
+        self.raw = rawclient
+        self.raw.level = V5
+        self.next_pid = 1
+
+    def pid(self):
+        p = self.next_pid
+        self.next_pid = p % 65535 + 1
+        return p
 
     def expect_disconnect(self, rc, timeout=3.0):
         """The broker sends DISCONNECT with reason code rc (other packets
@@ -838,7 +842,7 @@ def v5connect(raw_factory, client_id="", on=None, **kw):
     return c, c.connect_ok(client_id, **kw)
 
 
-class RawSession:
+class RawSession(_OverRaw):
     """A raw-socket client speaking MQTT 3.1.1 (proto "311") or 5.0
     ("5") through the same calls, for tests that hold acknowledgements back
     or send them by hand whatever the version. Packets received have .type
@@ -876,18 +880,6 @@ class RawSession:
     def ack(self, ptype, pid):
         """Send PUBACK, PUBREC, PUBREL or PUBCOMP."""
         self.send(ack(ptype, pid))
-
-    def send(self, data):
-        self.raw.send(data)
-
-    def recv(self, timeout=5.0):
-        return self.raw.recv(timeout)
-
-    def expect(self, ptype, timeout=5.0):
-        return self.raw.expect(ptype, timeout)
-
-    def expect_nothing(self, timeout):
-        self.raw.expect_nothing(timeout)
 
     def ping(self, timeout=5.0):
         """PINGREQ and wait for PINGRESP: everything the broker had to send
