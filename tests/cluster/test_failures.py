@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from harness.client import payloads
 from harness.cluster import wait_route
 from harness.redis import redis_url
 
@@ -23,10 +24,6 @@ def burst_reaches(cluster, pub, marker, target, topic, n=100):
     assert len(got) == n
     after = w.fresh("cluster/bus/received")
     return after - before
-
-
-def payloads(msgs):
-    return [m.payload for m in msgs]
 
 
 def wait_dead(cluster, dead, timeout=15.0):

@@ -35,3 +35,8 @@ def unique(prefix="t"):
 def safe_name(nodeid):
     """A test's node id made fit for a file or directory name."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid)[-150:]
+
+
+def cid_for(name):
+    """A client id starting with `name` that no other test uses."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"

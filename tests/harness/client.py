@@ -59,8 +59,8 @@ class Msg:
 
 
 class Client:
-    """A paho client for the broker `on` (anything with .port, and .host
-    unless it is 127.0.0.1, or a port number). connect() may be called
+    """A paho client for the broker `on`: a port number, or anything with
+    .port (and .host; 127.0.0.1 when it has none). connect() may be called
     again after a disconnection, to the same port or another one. With
     reconnect, the network thread itself connects again (after a second)
     whenever the connection drops, until disconnect() or close().
@@ -394,6 +394,24 @@ class ClientSet:
 
     def close(self):
         close_all(self.made)
+
+
+def persistent(make, client_id, protocol, fresh=False, expiry=300, **kw):
+    """A client with a persistent session, made by a client_factory
+    fixture's make (kw: further arguments of make, e.g. on=node): MQTT 3
+    with Clean Session 0; MQTT 5 with Session Expiry Interval `expiry` and
+    Clean Start `fresh`. Connected, CONNACK 0 asserted, unless kw says
+    connect=False."""
+    if protocol == "5":
+        return make(client_id=client_id, protocol="5", expiry=expiry,
+                    clean_start=fresh, **kw)
+    return make(client_id=client_id, protocol=protocol, clean_session=False,
+                **kw)
+
+
+def payloads(msgs):
+    """The payloads of a list of messages."""
+    return [m.payload for m in msgs]
 
 
 def paho5(client_factory, client_id=None, clean_start=True, keepalive=60,

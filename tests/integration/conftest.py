@@ -133,16 +133,19 @@ def starling_run(request):
 @pytest.fixture
 def client_factory(broker):
     """make(client_id=None, protocol="311", clean_session=True,
-    connect=True, keepalive=60, will=None, on=broker, **kw) -> Client
-    (kw: Client's, e.g. manual_ack). With connect=True the CONNACK must
-    be 0."""
+    connect=True, keepalive=60, will=None, on=broker, expiry=None,
+    clean_start=True, **kw) -> Client (kw: Client's, e.g. manual_ack;
+    expiry and clean_start: see Client.connect). With connect=True the
+    CONNACK must be 0."""
     clients = ClientSet(Client)
 
     def make(client_id=None, protocol="311", clean_session=True,
-             connect=True, keepalive=60, will=None, on=None, **kw):
+             connect=True, keepalive=60, will=None, on=None, expiry=None,
+             clean_start=True, **kw):
         return clients.make(on or broker, client_id, protocol,
                             clean_session, connect=connect,
-                            keepalive=keepalive, will=will, **kw)
+                            keepalive=keepalive, will=will, expiry=expiry,
+                            clean_start=clean_start, **kw)
 
     yield make
     clients.close()

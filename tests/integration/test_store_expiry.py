@@ -3,12 +3,12 @@ its Session Expiry Interval even when no broker ran at that moment, and a
 session reclaimed in time is never deleted by the expiry sweep. Runs
 against every store backend (memory only where no restart is involved)."""
 import time
-import uuid
 
 import pytest
 
+from harness import cid_for
 from harness.broker import bounce
-from harness.client import paho_props
+from harness.client import persistent
 from harness.raw import v5connect
 from harness.redis import durable_only
 
@@ -18,17 +18,6 @@ pytestmark = pytest.mark.starling_only
 @pytest.fixture
 def broker(broker_factory, store_url):
     return broker_factory(store=store_url)
-
-
-def cid_for(name):
-    return f"{name}-{uuid.uuid4().hex[:8]}"
-
-
-def v5session(client_factory, cid, expiry, fresh=False):
-    c = client_factory(cid, protocol="5", connect=False)
-    c.connect(clean_start=fresh,
-              properties=paho_props("CONNECT", SessionExpiryInterval=expiry))
-    return c
 
 
 def expired_rx(cid):
@@ -58,12 +47,12 @@ def wait_session_gone(raw_factory, topic, timeout):
 def test_session_expires_while_broker_up(broker, client_factory,
                                          raw_factory, topic):
     cid = cid_for("exp-up")
-    c = v5session(client_factory, cid, 1, fresh=True)
+    c = persistent(client_factory, cid, "5", fresh=True, expiry=1)
     c.subscribe(topic, 1)
     c.disconnect()
     waited = wait_session_gone(raw_factory, topic, 4)
     assert waited > 0.5, f"expired after {waited:.2f} s, expiry is 1 s"
-    again = v5session(client_factory, cid, 60)
+    again = persistent(client_factory, cid, "5", expiry=60)
     assert again.session_present is False
     again.expect_no_message(0.3)
 
@@ -73,7 +62,7 @@ def test_session_expires_while_broker_up(broker, client_factory,
 def test_expiry_log_names_the_client(broker, client_factory, topic):
     cid = cid_for("exp-log")
     mark = broker.log_mark()
-    c = v5session(client_factory, cid, 1, fresh=True)
+    c = persistent(client_factory, cid, "5", fresh=True, expiry=1)
     c.subscribe(topic, 1)
     c.disconnect()
     assert broker.wait_log(r"session of client '.*' expired", timeout=4,
@@ -92,7 +81,7 @@ def test_session_expires_while_no_broker_runs(broker, client_factory, topic,
     broker; a new broker finds the session expired, by itself and for the
     reconnecting client."""
     cid = cid_for("exp-down")
-    c = v5session(client_factory, cid, 1, fresh=True)
+    c = persistent(client_factory, cid, "5", fresh=True, expiry=1)
     assert c.subscribe(topic, 1) == [1]
     if state == "offline":
         c.disconnect()
@@ -103,7 +92,7 @@ def test_session_expires_while_no_broker_runs(broker, client_factory, topic,
     broker.restart()
     assert broker.wait_log(expired_rx(cid), timeout=3, since=mark), \
         "the new broker did not expire the session"
-    again = v5session(client_factory, cid, 60)
+    again = persistent(client_factory, cid, "5", expiry=60)
     assert again.session_present is False
 
 
@@ -115,7 +104,7 @@ def test_session_of_crashed_broker_expires(broker, client_factory, topic):
     which the store can only know within its liveness timeout; allow 8 s
     for it."""
     cid = cid_for("exp-crash")
-    c = v5session(client_factory, cid, 1, fresh=True)
+    c = persistent(client_factory, cid, "5", fresh=True, expiry=1)
     assert c.subscribe(topic, 1) == [1]
     broker.kill()
     assert c.wait_disconnected(5)
@@ -123,7 +112,7 @@ def test_session_of_crashed_broker_expires(broker, client_factory, topic):
     broker.restart()
     assert broker.wait_log(expired_rx(cid), timeout=8, since=mark), \
         "the session of the killed broker's client did not expire"
-    again = v5session(client_factory, cid, 60)
+    again = persistent(client_factory, cid, "5", expiry=60)
     assert again.session_present is False
 
 
@@ -132,17 +121,17 @@ def test_reclaimed_session_is_not_expired(broker, client_factory, topic):
     the original expiry time: the session and its subscription live on."""
     cid = cid_for("reclaim")
     mark = broker.log_mark()
-    c = v5session(client_factory, cid, 1, fresh=True)
+    c = persistent(client_factory, cid, "5", fresh=True, expiry=1)
     assert c.subscribe(topic, 1) == [1]
     c.disconnect()
-    again = v5session(client_factory, cid, 1)
+    again = persistent(client_factory, cid, "5", expiry=1)
     assert again.session_present is True
     time.sleep(2.5)  # past the first expiry time, with sweeps in between
     assert not broker.wait_log(expired_rx(cid), timeout=0, since=mark)
     client_factory(protocol="5").publish(topic, b"still", qos=1)
     assert again.expect_message().payload == b"still"
     again.disconnect()
-    third = v5session(client_factory, cid, 1)
+    third = persistent(client_factory, cid, "5", expiry=1)
     assert third.session_present is True
 
 
@@ -153,17 +142,17 @@ def test_session_reclaimed_after_restart_is_not_expired(
     starts and the client reclaims the session in time: its due expiry
     entry must not delete it."""
     cid = cid_for("reclaim-rs")
-    c = v5session(client_factory, cid, 2, fresh=True)
+    c = persistent(client_factory, cid, "5", fresh=True, expiry=2)
     assert c.subscribe(topic, 1) == [1]
     c.disconnect()
     mark = broker.log_mark()
     bounce(broker, "term")
-    again = v5session(client_factory, cid, 2)
+    again = persistent(client_factory, cid, "5", expiry=2)
     assert again.session_present is True
     time.sleep(3.0)  # past the old expiry time, several sweeps
     assert not broker.wait_log(expired_rx(cid), timeout=0, since=mark)
     client_factory(protocol="5").publish(topic, b"still", qos=1)
     assert again.expect_message().payload == b"still"
     again.disconnect()
-    third = v5session(client_factory, cid, 2)
+    third = persistent(client_factory, cid, "5", expiry=2)
     assert third.session_present is True

@@ -18,8 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import HOST
-from harness import raw as mqtt_raw
+from harness import HOST, raw as mqtt_raw
 from harness.broker import FreePort
 from harness.client import Client, close_all
 from harness.ports import free_port
