@@ -23,7 +23,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 import pytest
 
-from conftest import HOST
+from harness import HOST
 
 SEED = int(os.environ.get("CHAOS_SEED", "20261125"))
 ROUNDS = int(os.environ.get("CHAOS_ROUNDS", "4"))

@@ -7,7 +7,9 @@ import uuid
 
 import pytest
 
-from conftest import standalone_url, wait_route
+from harness.client import payloads
+from harness.cluster import wait_route
+from harness.redis import redis_url
 
 
 def burst_reaches(cluster, pub, marker, target, topic, n=100):
@@ -22,10 +24,6 @@ def burst_reaches(cluster, pub, marker, target, topic, n=100):
     assert len(got) == n
     after = w.fresh("cluster/bus/received")
     return after - before
-
-
-def payloads(msgs):
-    return [m.payload for m in msgs]
 
 
 def wait_dead(cluster, dead, timeout=15.0):
@@ -123,15 +121,15 @@ def test_will_after_kill_and_fast_restart(cluster3, client_factory, topic):
 @pytest.mark.parametrize("appendonly", [False, True],
                          ids=["no-persistence", "appendonly"])
 @pytest.mark.timeout(60)
-def test_store_restart(cluster_factory, redis_private, client_factory, topic,
+def test_store_restart(cluster_factory, redis_factory, client_factory, topic,
                        appendonly):
     """The standalone store stops and comes back on the same port: every
     node reconnects by itself (log), subscriptions made after the restart
     route across nodes, and so do those made before it. No node is taken
     for dead meanwhile, even when the store comes back empty (no will of a
     client still connected is published)."""
-    redis = redis_private(appendonly=appendonly)
-    cl = cluster_factory(standalone_url(redis))
+    redis = redis_factory(appendonly=appendonly)
+    cl = cluster_factory(redis_url(redis))
     a, b, c = cl
     pub = client_factory(a)
     before = client_factory(b)

@@ -7,7 +7,9 @@ import struct
 
 import pytest
 
-from conftest import redis_any, store_ports, unique, wait_route, wait_until
+from harness import unique
+from harness.cluster import wait_route
+from harness.redis import redis_any, store_ports
 
 
 @pytest.mark.parametrize("batch", ["true", "false"])

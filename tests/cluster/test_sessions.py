@@ -9,33 +9,20 @@ import uuid
 
 import pytest
 
-from conftest import (PROBE, redis_any, store_ports, wait_route,
-                      wait_until)
+from harness import cid_for
+from harness.client import PROBE, payloads, persistent
+from harness.cluster import wait_route
+from harness.redis import redis_any, store_ports
+from harness.wait import wait_until
+
 
 V5_SESSION_TAKEN_OVER = 0x8E
-
-
-def cid_for(name):
-    return f"{name}-{uuid.uuid4().hex[:8]}"
-
-
-def persistent(client_factory, on, cid, proto, fresh=False, **kw):
-    """A client with a persistent session on node `on` (v3.1.1: clean
-    session 0; v5: Session Expiry Interval 300, Clean Start `fresh`)."""
-    if proto == "5":
-        return client_factory(on, cid, protocol="5", expiry=300,
-                              clean_start=fresh, **kw)
-    return client_factory(on, cid, protocol="311", clean_session=False, **kw)
 
 
 def clean(client_factory, on, cid, proto, **kw):
     if proto == "5":
         return client_factory(on, cid, protocol="5", expiry=0, **kw)
     return client_factory(on, cid, protocol="311", clean_session=True, **kw)
-
-
-def payloads(msgs):
-    return [m.payload for m in msgs]
 
 
 # ---------------------------------------------------------------- takeover
@@ -49,7 +36,7 @@ def test_takeover_across_nodes(cluster3, client_factory, topic, proto, kind):
     a, b, c = cluster3
     cid = cid_for("x")
     if kind == "persistent":
-        x = persistent(client_factory, a, cid, proto, fresh=True,
+        x = persistent(client_factory, cid, proto, fresh=True, on=a,
                        manual_ack=True)
     else:
         x = clean(client_factory, a, cid, proto, manual_ack=True)
@@ -62,7 +49,7 @@ def test_takeover_across_nodes(cluster3, client_factory, topic, proto, kind):
     assert payloads(got) == [b"u0", b"u1", b"u2"]
 
     if kind == "persistent":
-        x2 = persistent(client_factory, b, cid, proto)
+        x2 = persistent(client_factory, cid, proto, on=b)
         assert x2.session_present is True
     else:
         x2 = clean(client_factory, b, cid, proto)
@@ -99,7 +86,7 @@ def test_persistent_session_resumed_on_another_node(cluster3, client_factory,
     a, b, c = cluster3
     cid = cid_for("p")
     t1, t2 = f"{topic}/q1", f"{topic}/q2"
-    sub = persistent(client_factory, a, cid, proto, fresh=True)
+    sub = persistent(client_factory, cid, proto, fresh=True, on=a)
     assert sub.subscribe([(t1, 1), (t2, 2)]) == [1, 2]
     pub = client_factory(b)
     wait_route(pub, sub, t1, qos=1)  # B indexes the subscriptions
@@ -111,7 +98,7 @@ def test_persistent_session_resumed_on_another_node(cluster3, client_factory,
         pub.publish(t1, f"a{i}".encode(), qos=1)  # returns on PUBACK
         pub.publish(t2, f"b{i}".encode(), qos=2)  # returns on PUBCOMP
 
-    again = persistent(client_factory, c, cid, proto)
+    again = persistent(client_factory, cid, proto, on=c)
     assert again.session_present is True
     got = again.expect_messages(2 * n, timeout=15)
     again.expect_no_message(0.5)
@@ -129,7 +116,7 @@ def test_online_persistent_subscriber_fed_from_another_node(
         cluster3, client_factory, topic, qos):
     a, b, c = cluster3
     cid = cid_for("o")
-    sub = persistent(client_factory, a, cid, "311")
+    sub = persistent(client_factory, cid, "311", on=a)
     assert sub.subscribe(topic, qos) == [qos]
     pub = client_factory(b)
     wait_route(pub, sub, topic, qos=1)
@@ -330,7 +317,7 @@ def test_shared_group_persistent_member_on_other_node(
     """A persistent member online on B and a clean one on C, publisher on
     A at QoS 1: exactly one copy of each message, none lost."""
     a, b, c = cluster3
-    pm = persistent(client_factory, b, cid_for("gp"), "311")
+    pm = persistent(client_factory, cid_for("gp"), "311", on=b)
     cm = client_factory(c)
     group_exactly_once(client_factory(a), [pm, cm], "gp", topic)
 
@@ -341,7 +328,7 @@ def test_online_persistent_subscriber_fed_from_a_restarted_node(
     then the same id and port); messages published on the restarted C reach
     it at once, not only at its next reconnect."""
     a, b, c = cluster3
-    sub = persistent(client_factory, a, cid_for("r"), "311")
+    sub = persistent(client_factory, cid_for("r"), "311", on=a)
     assert sub.subscribe(topic, 1) == [1]
     c.stop()
     c.restart()
@@ -361,7 +348,7 @@ def test_online_persistent_subscriber_fed_from_two_nodes_at_once(
     the local deliveries and B's notifications reach A in another; every
     message must still be delivered while the subscriber stays online."""
     a, b, c = cluster3
-    sub = persistent(client_factory, a, cid_for("two"), "311")
+    sub = persistent(client_factory, cid_for("two"), "311", on=a)
     assert sub.subscribe(f"{topic}/#", qos) == [qos]
     pubs = {"a": client_factory(a), "b": client_factory(b)}
     for p in pubs.values():
@@ -403,7 +390,7 @@ def test_sessions_moved_off_a_killed_node_stay_intact(
     a, b, c = cl
     cids = [cid_for("mva"), cid_for("mvb")]
     for cid in cids:
-        s = persistent(client_factory, c, cid, "311")
+        s = persistent(client_factory, cid, "311", on=c)
         assert s.subscribe(topic, 1) == [1]
     ports, prefix = store_ports(store)
     alive = f"{prefix}node:{c.node_id}:alive"
@@ -412,7 +399,7 @@ def test_sessions_moved_off_a_killed_node_stay_intact(
     c.kill()  # its last heartbeat was a few ms ago
     moved = []
     for cid, node in zip(cids, (a, b)):
-        s = persistent(client_factory, node, cid, "311")
+        s = persistent(client_factory, cid, "311", on=node)
         assert s.session_present is True
         moved.append(s)
     if then == "restart":
@@ -430,6 +417,6 @@ def test_sessions_moved_off_a_killed_node_stay_intact(
             f"k{i}".encode() for i in range(5)]
     for s, cid in zip(moved, cids):
         s.disconnect()
-        again = persistent(client_factory, a, cid, "311")
+        again = persistent(client_factory, cid, "311", on=a)
         assert again.session_present is True, f"{cid}: session gone"
         again.disconnect()

@@ -10,7 +10,9 @@ import time
 
 import pytest
 
-from conftest import cluster_url, unique, wait_route
+from harness import unique
+from harness.cluster import wait_route
+from harness.redis import redis_cluster_url
 
 STREAM = 3000       # QoS 1 messages published
 PERIOD = 0.001      # seconds between two publishes
@@ -93,7 +95,7 @@ def collect(sub, want, timeout):
 def run_outage(store_cluster_private, cluster_factory, client_factory, kind,
                victim, down):
     store = store_cluster_private(kind)
-    url = cluster_url(store) + f"&timeout={STORE_TIMEOUT_MS}"
+    url = redis_cluster_url(store) + f"&timeout={STORE_TIMEOUT_MS}"
     nodes = cluster_factory(url, n=2, peers=True)
     a, b = nodes
     topic = unique("shard")

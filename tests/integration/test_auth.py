@@ -16,7 +16,8 @@ import uuid
 import pytest
 
 from auth_server import AuthServer, Reply, User
-from conftest import Client, starling_bin, starling_help
+from harness.broker import starling_bin, starling_help
+from harness.client import Client, close_all
 
 pytestmark = pytest.mark.starling_only
 
@@ -78,10 +79,7 @@ def clients():
         return c
 
     yield make
-    for c in made:
-        c._stop.set()
-    for c in made:
-        c.close()
+    close_all(made)
 
 
 def connack(clients, broker, user, password, protocol="311"):

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-import mqtt_raw as raw
-from mqtt_raw import packet, u16, varint
+from harness import raw
+from harness.raw import packet, u16, varint
 
 MAX_PACKET = 1024
 pytestmark = pytest.mark.broker(max_packet_size=MAX_PACKET,

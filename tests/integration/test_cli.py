@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-import mqtt_raw as raw
+from harness import raw
 
 pytestmark = pytest.mark.starling_only
 

@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-import mqtt_raw as raw
+from harness import raw
 
 
 def test_connect_each_v3_protocol(client_factory, v3):

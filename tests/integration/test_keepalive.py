@@ -2,7 +2,7 @@
 1.5 times the keepalive."""
 import time
 
-import mqtt_raw as raw
+from harness import raw
 
 
 def ka_limit(broker):

@@ -2,7 +2,7 @@
 QoS 2 deduplication and the outbound inflight window."""
 import pytest
 
-import mqtt_raw as raw
+from harness import raw
 
 
 @pytest.mark.parametrize("qos", [0, 1, 2])

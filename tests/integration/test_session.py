@@ -2,7 +2,7 @@
 subscriptions kept, queue limits, redelivery of unacknowledged messages."""
 import pytest
 
-import mqtt_raw as raw
+from harness import raw
 
 
 def test_offline_queue_delivered_on_reconnect(client_factory, topic, v3):

@@ -5,12 +5,11 @@ lets the client take the flow one step further, then kills the broker and
 the stalled store (so whatever the store had not read is lost, as when
 the broker dies with the request still in its output buffer), and restarts
 both on the same data."""
-import uuid
 
 import pytest
 
-import mqtt_raw as raw
-from conftest import redis_url
+from harness import cid_for, raw
+from harness.redis import redis_url
 
 pytestmark = pytest.mark.starling_only
 
@@ -26,10 +25,6 @@ def broker(request, broker_factory, store):
     marker = request.node.get_closest_marker("broker")
     keys = dict(marker.kwargs) if marker else {}
     return broker_factory(store=redis_url(store), **keys)
-
-
-def cid_for(name):
-    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 def crash_both(broker, store):

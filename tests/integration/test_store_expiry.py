@@ -3,13 +3,14 @@ its Session Expiry Interval even when no broker ran at that moment, and a
 session reclaimed in time is never deleted by the expiry sweep. Runs
 against every store backend (memory only where no restart is involved)."""
 import time
-import uuid
 
 import pytest
 
-from conftest import bounce, durable_only
-import v5util as v5
-from v5util import paho_props, v5connect
+from harness import cid_for
+from harness.broker import bounce
+from harness.client import persistent
+from harness.raw import v5connect
+from harness.redis import durable_only
 
 pytestmark = pytest.mark.starling_only
 
@@ -17,17 +18,6 @@ pytestmark = pytest.mark.starling_only
 @pytest.fixture
 def broker(broker_factory, store_url):
     return broker_factory(store=store_url)
-
-
-def cid_for(name):
-    return f"{name}-{uuid.uuid4().hex[:8]}"
-
-
-def v5session(client_factory, cid, expiry, fresh=False):
-    c = client_factory(cid, protocol="5", connect=False)
-    c.connect(clean_start=fresh,
-              properties=paho_props("CONNECT", SessionExpiryInterval=expiry))
-    return c
 
 
 def expired_rx(cid):
@@ -48,30 +38,21 @@ def test_restart_keeps_sessions_only_in_a_durable_store(
 
 
 def wait_session_gone(raw_factory, topic, timeout):
-    """Publish QoS 1 (MQTT 5) to topic until the PUBACK says no subscriber
-    matched (0x10): the only subscriber is an offline session, so it has
-    expired. Returns the seconds waited."""
+    """Seconds until the offline session subscribed to `topic` has expired
+    (see V5Client.wait_no_subscriber)."""
     pub, _ = v5connect(raw_factory)
-    start = time.monotonic()
-    while True:
-        ack = pub.publish(topic, b"probe", qos=1)
-        if ack.rc == v5.RC_NO_MATCHING_SUBSCRIBERS:
-            return time.monotonic() - start
-        assert ack.rc == 0, f"PUBACK {ack.rc:#x}"
-        assert time.monotonic() - start < timeout, \
-            f"session still there after {timeout} s"
-        time.sleep(0.05)
+    return pub.wait_no_subscriber(topic, timeout)
 
 
 def test_session_expires_while_broker_up(broker, client_factory,
                                          raw_factory, topic):
     cid = cid_for("exp-up")
-    c = v5session(client_factory, cid, 1, fresh=True)
+    c = persistent(client_factory, cid, "5", fresh=True, expiry=1)
     c.subscribe(topic, 1)
     c.disconnect()
     waited = wait_session_gone(raw_factory, topic, 4)
     assert waited > 0.5, f"expired after {waited:.2f} s, expiry is 1 s"
-    again = v5session(client_factory, cid, 60)
+    again = persistent(client_factory, cid, "5", expiry=60)
     assert again.session_present is False
     again.expect_no_message(0.3)
 
@@ -81,7 +62,7 @@ def test_session_expires_while_broker_up(broker, client_factory,
 def test_expiry_log_names_the_client(broker, client_factory, topic):
     cid = cid_for("exp-log")
     mark = broker.log_mark()
-    c = v5session(client_factory, cid, 1, fresh=True)
+    c = persistent(client_factory, cid, "5", fresh=True, expiry=1)
     c.subscribe(topic, 1)
     c.disconnect()
     assert broker.wait_log(r"session of client '.*' expired", timeout=4,
@@ -100,7 +81,7 @@ def test_session_expires_while_no_broker_runs(broker, client_factory, topic,
     broker; a new broker finds the session expired, by itself and for the
     reconnecting client."""
     cid = cid_for("exp-down")
-    c = v5session(client_factory, cid, 1, fresh=True)
+    c = persistent(client_factory, cid, "5", fresh=True, expiry=1)
     assert c.subscribe(topic, 1) == [1]
     if state == "offline":
         c.disconnect()
@@ -111,7 +92,7 @@ def test_session_expires_while_no_broker_runs(broker, client_factory, topic,
     broker.restart()
     assert broker.wait_log(expired_rx(cid), timeout=3, since=mark), \
         "the new broker did not expire the session"
-    again = v5session(client_factory, cid, 60)
+    again = persistent(client_factory, cid, "5", expiry=60)
     assert again.session_present is False
 
 
@@ -123,7 +104,7 @@ def test_session_of_crashed_broker_expires(broker, client_factory, topic):
     which the store can only know within its liveness timeout; allow 8 s
     for it."""
     cid = cid_for("exp-crash")
-    c = v5session(client_factory, cid, 1, fresh=True)
+    c = persistent(client_factory, cid, "5", fresh=True, expiry=1)
     assert c.subscribe(topic, 1) == [1]
     broker.kill()
     assert c.wait_disconnected(5)
@@ -131,7 +112,7 @@ def test_session_of_crashed_broker_expires(broker, client_factory, topic):
     broker.restart()
     assert broker.wait_log(expired_rx(cid), timeout=8, since=mark), \
         "the session of the killed broker's client did not expire"
-    again = v5session(client_factory, cid, 60)
+    again = persistent(client_factory, cid, "5", expiry=60)
     assert again.session_present is False
 
 
@@ -140,17 +121,17 @@ def test_reclaimed_session_is_not_expired(broker, client_factory, topic):
     the original expiry time: the session and its subscription live on."""
     cid = cid_for("reclaim")
     mark = broker.log_mark()
-    c = v5session(client_factory, cid, 1, fresh=True)
+    c = persistent(client_factory, cid, "5", fresh=True, expiry=1)
     assert c.subscribe(topic, 1) == [1]
     c.disconnect()
-    again = v5session(client_factory, cid, 1)
+    again = persistent(client_factory, cid, "5", expiry=1)
     assert again.session_present is True
     time.sleep(2.5)  # past the first expiry time, with sweeps in between
     assert not broker.wait_log(expired_rx(cid), timeout=0, since=mark)
     client_factory(protocol="5").publish(topic, b"still", qos=1)
     assert again.expect_message().payload == b"still"
     again.disconnect()
-    third = v5session(client_factory, cid, 1)
+    third = persistent(client_factory, cid, "5", expiry=1)
     assert third.session_present is True
 
 
@@ -161,17 +142,17 @@ def test_session_reclaimed_after_restart_is_not_expired(
     starts and the client reclaims the session in time: its due expiry
     entry must not delete it."""
     cid = cid_for("reclaim-rs")
-    c = v5session(client_factory, cid, 2, fresh=True)
+    c = persistent(client_factory, cid, "5", fresh=True, expiry=2)
     assert c.subscribe(topic, 1) == [1]
     c.disconnect()
     mark = broker.log_mark()
     bounce(broker, "term")
-    again = v5session(client_factory, cid, 2)
+    again = persistent(client_factory, cid, "5", expiry=2)
     assert again.session_present is True
     time.sleep(3.0)  # past the old expiry time, several sweeps
     assert not broker.wait_log(expired_rx(cid), timeout=0, since=mark)
     client_factory(protocol="5").publish(topic, b"still", qos=1)
     assert again.expect_message().payload == b"still"
     again.disconnect()
-    third = v5session(client_factory, cid, 2)
+    third = persistent(client_factory, cid, "5", expiry=2)
     assert third.session_present is True

@@ -3,21 +3,17 @@ own) is down or stalled: clean-session traffic keeps flowing, nothing that
 needs the store is acknowledged as a success, and the broker recovers by
 itself when the store comes back."""
 import time
-import uuid
 
 import pytest
 
-import mqtt_raw as raw
-import v5util as v5
-from conftest import redis_url
+from harness import cid_for, raw
+from harness.client import persistent
+from harness.raw import v5
+from harness.redis import redis_url
 
 pytestmark = pytest.mark.starling_only
 
 TIMEOUT_MS = 1000  # the store's per-request deadline in these tests
-
-
-def cid_for(name):
-    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture
@@ -35,12 +31,7 @@ def broker(broker_factory, store):
 
 def offline_persistent(client_factory, cid, topic, proto="311"):
     """A persistent session subscribed to topic at QoS 1, then offline."""
-    if proto == "5":
-        c = client_factory(cid, protocol="5", connect=False)
-        c.connect(clean_start=True, properties=v5.paho_props(
-            "CONNECT", SessionExpiryInterval=300))
-    else:
-        c = client_factory(cid, protocol=proto, clean_session=False)
+    c = persistent(client_factory, cid, proto, fresh=True)
     assert c.subscribe(topic, 1) == [1]
     c.disconnect()
 

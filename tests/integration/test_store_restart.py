@@ -3,13 +3,13 @@ a new broker on the same store (standalone redis-server and a 3-master
 Redis Cluster) resumes sessions, subscriptions, queued and in-flight QoS 1/2
 messages, inbound QoS 2 state and retained messages, whether the previous
 process stopped gracefully (SIGTERM) or was killed (SIGKILL)."""
-import uuid
 
 import pytest
 
-import mqtt_raw as raw
-from conftest import bounce, durable_only
-from v5util import paho_props
+from harness import cid_for, raw
+from harness.broker import bounce
+from harness.client import persistent
+from harness.redis import durable_only
 
 pytestmark = [pytest.mark.starling_only, durable_only]
 
@@ -17,21 +17,6 @@ pytestmark = [pytest.mark.starling_only, durable_only]
 @pytest.fixture
 def broker(broker_factory, store_url):
     return broker_factory(store=store_url)
-
-
-def cid_for(name):
-    return f"{name}-{uuid.uuid4().hex[:8]}"
-
-
-def persistent(client_factory, cid, proto, clean=False, expiry=300):
-    """A paho client with a persistent session (v3: clean session 0; v5:
-    Session Expiry Interval `expiry`, Clean Start `clean`)."""
-    if proto != "5":
-        return client_factory(cid, protocol=proto, clean_session=False)
-    c = client_factory(cid, protocol="5", connect=False)
-    c.connect(clean_start=clean,
-              properties=paho_props("CONNECT", SessionExpiryInterval=expiry))
-    return c
 
 
 # ---------------------------------------------------------------- sessions
@@ -44,7 +29,7 @@ def test_offline_session_and_queue_survive_restart(
     match new publications without a new SUBSCRIBE."""
     cid = cid_for("surv")
     t1, t2 = f"{topic}/one", f"{topic}/two"
-    sub = persistent(client_factory, cid, proto, clean=True)
+    sub = persistent(client_factory, cid, proto, fresh=True)
     assert sub.session_present is False
     assert sub.subscribe([(t1, 1), (t2, 2)]) == [1, 2]
     sub.disconnect()
@@ -81,7 +66,7 @@ def test_session_online_at_crash_is_queued_for_after_restart(
     broker queues what is published before the subscriber comes back
     (its subscriptions are known from the store alone)."""
     cid = cid_for("crash-online")
-    sub = persistent(client_factory, cid, proto, clean=True)
+    sub = persistent(client_factory, cid, proto, fresh=True)
     assert sub.subscribe([(topic, 2)]) == [2]
 
     bounce(broker, "kill")
@@ -166,7 +151,7 @@ def test_inbound_qos2_state_survives_restart(
     then PUBREL 7 -> PUBCOMP 7. The subscriber gets the message once, and
     packet id 7 is free again afterwards (after one more restart)."""
     sub_cid, pub_cid = cid_for("q2sub"), cid_for("q2pub")
-    sub = persistent(client_factory, sub_cid, proto, clean=True)
+    sub = persistent(client_factory, sub_cid, proto, fresh=True)
     assert sub.subscribe(topic, 2) == [2]
     sub.disconnect()
 

@@ -2,7 +2,7 @@
 subscriptions, refused filters, fan-out."""
 import pytest
 
-import mqtt_raw as raw
+from harness import raw
 
 
 def collect_until_end(sub, pub, end_topic):

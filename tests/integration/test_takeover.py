@@ -1,6 +1,6 @@
 """Client takeover: a second CONNECT with the same client id closes the
 first connection."""
-import mqtt_raw as raw
+from harness import raw
 
 
 def test_takeover_closes_first_paho(client_factory, topic, v3):

@@ -18,8 +18,10 @@ from types import SimpleNamespace
 
 import pytest
 
-import mqtt_raw
-from conftest import HOST, Client, FreePort, free_port
+from harness import HOST, raw as mqtt_raw
+from harness.broker import FreePort
+from harness.client import Client, close_all
+from harness.ports import free_port
 
 pytestmark = pytest.mark.starling_only
 
@@ -86,10 +88,7 @@ def clients():
     """Clients made by a test, closed at teardown."""
     made = []
     yield made
-    for c in made:
-        c._stop.set()
-    for c in made:
-        c.close()
+    close_all(made)
 
 
 @pytest.fixture
@@ -208,9 +207,8 @@ def test_slow_tls_reader_gets_everything(tls_broker, tls_client, pki,
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     raw.settimeout(5)
     raw.connect((HOST, tls_broker.ports["tls_port"]))
-    r = mqtt_raw.RawClient.__new__(mqtt_raw.RawClient)
-    r.sock = tls_context(pki).wrap_socket(raw, server_hostname=HOST)
-    r.buf, r.eof = bytearray(), False
+    r = mqtt_raw.RawClient.over(
+        tls_context(pki).wrap_socket(raw, server_hostname=HOST))
     try:
         assert r.connect("slow-reader").rc == 0
         assert r.subscribe([(topic, 0)]) == [0]

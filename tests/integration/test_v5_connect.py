@@ -6,9 +6,8 @@ import time
 
 import pytest
 
-import mqtt_raw
-import v5util as v5
-from v5util import V5Client, sub_options, v5connect
+from harness import raw
+from harness.raw import sub_options, v5, V5Client, v5connect
 
 
 def test_v5_connack_default_capabilities(broker, raw_factory):
@@ -50,7 +49,7 @@ def test_v5_assigned_client_identifier(raw_factory, topic):
     assert v5.ASSIGNED_CLIENT_ID not in ack3.props
     a.expect_disconnect(v5.RC_SESSION_TAKEN_OVER)
     b.send(v5.pingreq())
-    b.expect(mqtt_raw.PINGRESP)
+    b.expect(raw.PINGRESP)
 
 
 def test_v5_assigned_client_identifier_resumes_session(raw_factory, topic):
@@ -131,12 +130,12 @@ def test_v5_server_keep_alive_enforced(raw_factory):
     assert ack.props.get(v5.SERVER_KEEP_ALIVE) == 2
     start = time.monotonic()
     seen = []
-    with pytest.raises(mqtt_raw.Closed):
+    with pytest.raises(raw.Closed):
         while True:  # silence until the broker closes (1.5 x 2 s)
             seen.append(c.recv(max(4.5 - (time.monotonic() - start), 0.01)))
     elapsed = time.monotonic() - start
     assert 2.0 <= elapsed <= 4.5, f"closed after {elapsed:.2f} s"
-    assert all(p.type == mqtt_raw.DISCONNECT and
+    assert all(p.type == raw.DISCONNECT and
                p.rc == v5.RC_KEEP_ALIVE_TIMEOUT for p in seen), seen
 
 
@@ -228,23 +227,23 @@ def test_v5_connect_bad_will_property(raw_factory, topic):
 
 def test_v5_connect_properties_length_overrun(raw_factory):
     """A property length running past the packet: malformed."""
-    body = (mqtt_raw.mqtt_str("MQTT") + bytes([5, 2]) + mqtt_raw.u16(60)
+    body = (raw.mqtt_str("MQTT") + bytes([5, 2]) + raw.u16(60)
             + bytes([40]) + bytes([v5.SESSION_EXPIRY]) + v5.u32(5)
-            + mqtt_raw.mqtt_str("overrun"))
+            + raw.mqtt_str("overrun"))
     c = V5Client(raw_factory())
-    c.send(mqtt_raw.packet(mqtt_raw.CONNECT, 0, body))
+    c.send(raw.packet(raw.CONNECT, 0, body))
     try:
         ack = c.recv()
-    except mqtt_raw.Closed:
+    except raw.Closed:
         return  # closing without a CONNACK is allowed too
-    assert ack.type == mqtt_raw.CONNACK and ack.rc == v5.RC_MALFORMED
+    assert ack.type == raw.CONNACK and ack.rc == v5.RC_MALFORMED
     assert c.wait_closed()
 
 
 def test_v5_auth_packet_without_method(raw_factory):
     """AUTH after a CONNECT without an authentication method."""
     c, _ = v5connect(raw_factory, "auth-none")
-    c.send(mqtt_raw.packet(v5.AUTH, 0, bytes([0x19]) + v5.props(())))
+    c.send(raw.packet(v5.AUTH, 0, bytes([0x19]) + v5.props(())))
     c.expect_disconnect(v5.RC_PROTOCOL_ERROR)
 
 

@@ -7,9 +7,8 @@ import time
 
 import pytest
 
-import mqtt_raw as raw
-import v5util as v5
-from v5util import sub_options, v5connect
+from harness import raw
+from harness.raw import sub_options, v5, v5connect
 
 # How long "the broker sends nothing more" is watched where no later event
 # could prove it (the in-flight window blocks every later message).

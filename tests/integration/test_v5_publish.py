@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-import mqtt_raw as raw
-import v5util as v5
-from v5util import sub_options, v5connect
+from harness import raw
+from harness.client import paho_props
+from harness.raw import sub_options, v5, v5connect
 
 
 def subscriber(raw_factory, topic, cid="sub", qos=1, **kw):
@@ -58,7 +58,7 @@ def test_v5_request_response(client_factory, topic):
     for i in range(3):
         corr = f"req-{i}".encode() + b"\x00\xff"
         requester.publish(topic + "/requests", f"q{i}".encode(), qos=1,
-                          properties=v5.paho_props(
+                          properties=paho_props(
                               "PUBLISH", ResponseTopic=topic + "/responses",
                               CorrelationData=corr))
         req = responder.expect_message()
@@ -66,7 +66,7 @@ def test_v5_request_response(client_factory, topic):
         assert req.properties.CorrelationData == corr
         responder.publish(req.properties.ResponseTopic,
                           b"a" + req.payload, qos=1,
-                          properties=v5.paho_props(
+                          properties=paho_props(
                               "PUBLISH",
                               CorrelationData=req.properties.CorrelationData))
         resp = requester.expect_message()
@@ -317,7 +317,7 @@ def test_v5_mixed_paho_exchange(client_factory, topic):
     sub5 = client_factory(protocol="5")
     sub5.subscribe(topic, 1)
     p5 = client_factory(protocol="5")
-    p5.publish(topic, b"five", qos=1, properties=v5.paho_props(
+    p5.publish(topic, b"five", qos=1, properties=paho_props(
         "PUBLISH", ContentType="text/plain", UserProperty=[("a", "b")]))
     m3 = sub3.expect_message()
     m5 = sub5.expect_message()

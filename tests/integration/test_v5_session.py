@@ -7,24 +7,9 @@ import time
 
 import pytest
 
-import mqtt_raw as raw
-import v5util as v5
-from v5util import sub_options, v5connect
-
-
-def poll_session_gone(pub, topic, timeout):
-    """Publish QoS 1 to topic until the PUBACK says no subscriber matched
-    (0x10): the only subscriber is an offline session, so this is the moment
-    it expired. Returns the seconds waited, or fails after timeout."""
-    start = time.monotonic()
-    while True:
-        ack = pub.publish(topic, b"probe", qos=1)
-        if ack.rc == v5.RC_NO_MATCHING_SUBSCRIBERS:
-            return time.monotonic() - start
-        assert ack.rc == 0, f"PUBACK {ack.rc:#x}"
-        assert time.monotonic() - start < timeout, \
-            f"session still alive after {timeout} s"
-        time.sleep(0.05)
+from harness import raw
+from harness.client import paho5
+from harness.raw import sub_options, v5, v5connect
 
 
 def offline_session(raw_factory, cid, topic, expiry, **kw):
@@ -77,7 +62,7 @@ def test_v5_session_present_within_expiry(raw_factory, topic):
 def test_v5_session_expires_after_interval(raw_factory, topic):
     offline_session(raw_factory, "se-one", topic, 1)
     pub, _ = v5connect(raw_factory, "se-one-pub")
-    waited = poll_session_gone(pub, topic, 4.0)
+    waited = pub.wait_no_subscriber(topic, 4.0)
     assert waited >= 0.8, f"session expired after {waited:.2f} s, not 1 s"
     c, ack = v5connect(raw_factory, "se-one", clean_start=False)
     assert ack.session_present is False
@@ -104,7 +89,7 @@ def test_v5_session_expiry_capped_by_broker(raw_factory, topic):
     ack = offline_session(raw_factory, "se-cap", topic, 3600)
     assert ack.props.get(v5.SESSION_EXPIRY) == 1
     pub, _ = v5connect(raw_factory, "se-cap-pub")
-    waited = poll_session_gone(pub, topic, 4.0)
+    waited = pub.wait_no_subscriber(topic, 4.0)
     assert waited >= 0.8
 
 
@@ -119,7 +104,7 @@ def test_v5_disconnect_shortens_expiry(raw_factory, topic):
     offline_session(raw_factory, "sd-short", topic, 60,
                     disconnect_props=[(v5.SESSION_EXPIRY, 1)])
     pub, _ = v5connect(raw_factory, "sd-short-pub")
-    waited = poll_session_gone(pub, topic, 4.0)
+    waited = pub.wait_no_subscriber(topic, 4.0)
     assert waited >= 0.8, f"session expired after {waited:.2f} s, not 1 s"
 
 
@@ -155,12 +140,12 @@ def test_v5_disconnect_expiry_from_zero_is_protocol_error(raw_factory,
 def test_v5_paho_session_resume(client_factory, topic):
     """The same through paho: clean start 0 + expiry resumes the session
     with its subscriptions and queued messages."""
-    a = v5.paho5(client_factory, "paho-se", clean_start=True,
+    a = paho5(client_factory, "paho-se", clean_start=True,
                  SessionExpiryInterval=30)
     a.subscribe(topic, 1)
     a.disconnect()
     client_factory(protocol="5").publish(topic, b"while away", qos=1)
-    b = v5.paho5(client_factory, "paho-se", clean_start=False,
+    b = paho5(client_factory, "paho-se", clean_start=False,
                  SessionExpiryInterval=30)
     assert b.session_present
     assert b.expect_message().payload == b"while away"

@@ -5,9 +5,9 @@ retained messages on subscribe, unacknowledged messages of a departing
 member go to another member, invalid share names and no local refused."""
 import pytest
 
-import mqtt_raw as raw
-import v5util as v5
-from v5util import sub_options, v5connect
+from harness import raw
+from harness.client import paho_props
+from harness.raw import sub_options, v5, v5connect
 
 N = 20
 
@@ -76,9 +76,9 @@ def test_v5_shared_same_client_group_and_plain(client_factory, topic):
     (v5, distinct subscription identifiers): the group's copy and the
     plain copy are two subscriptions, each delivered."""
     c = client_factory(protocol="5")
-    c.subscribe(f"$share/g/{topic}", 1, properties=v5.paho_props(
+    c.subscribe(f"$share/g/{topic}", 1, properties=paho_props(
         "SUBSCRIBE", SubscriptionIdentifier=1))
-    c.subscribe(topic, 1, properties=v5.paho_props(
+    c.subscribe(topic, 1, properties=paho_props(
         "SUBSCRIBE", SubscriptionIdentifier=2))
     c.subscribe(topic + "/end", 1)
     publish_all(client_factory, topic, 1)

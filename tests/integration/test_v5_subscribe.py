@@ -5,9 +5,9 @@ identifier), SUBACK and UNSUBACK reason codes per filter, invalid
 SUBSCRIBE contents."""
 import pytest
 
-import mqtt_raw as raw
-import v5util as v5
-from v5util import sub_options, v5connect
+from harness import raw
+from harness.client import paho_props
+from harness.raw import sub_options, v5, v5connect
 
 
 SUBID_MAX = 268435455  # largest variable byte integer
@@ -191,9 +191,9 @@ def test_v5_overlapping_subscriptions_one_delivery(raw_factory, topic):
 
 def test_v5_overlapping_subscriptions_paho(client_factory, topic):
     c = client_factory(protocol="5")
-    c.subscribe(topic + "/#", 1, properties=v5.paho_props(
+    c.subscribe(topic + "/#", 1, properties=paho_props(
         "SUBSCRIBE", SubscriptionIdentifier=11))
-    c.subscribe(topic + "/+", 0, properties=v5.paho_props(
+    c.subscribe(topic + "/+", 0, properties=paho_props(
         "SUBSCRIBE", SubscriptionIdentifier=22))
     c.subscribe(topic + "/end", 0)
     pub = client_factory(protocol="5")

@@ -4,8 +4,8 @@ DISCONNECT with reason 0x04 (publish the will) versus a normal
 DISCONNECT."""
 import time
 
-import v5util as v5
-from v5util import sub_options, v5connect
+from harness.client import paho_props
+from harness.raw import sub_options, v5, v5connect
 
 
 def will_watcher(raw_factory, topic):
@@ -154,7 +154,7 @@ def test_v5_paho_will_with_properties(client_factory, topic):
     sub.subscribe(topic, 1)
     c = client_factory(protocol="5", connect=False)
     c.paho.will_set(topic, b"paho will", 1, False,
-                    properties=v5.paho_props("WILLMESSAGE",
+                    properties=paho_props("WILLMESSAGE",
                                              ContentType="text/x-will",
                                              UserProperty=[("who", "me")]))
     c.connect()

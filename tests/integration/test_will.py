@@ -1,6 +1,6 @@
 """Will messages: published when a connection ends without DISCONNECT, not
 after a clean DISCONNECT; QoS and retain of the will."""
-import mqtt_raw as raw
+from harness import raw
 
 
 def test_will_on_abnormal_disconnect(raw_factory, client_factory, topic, v3):
