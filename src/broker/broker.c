@@ -150,6 +150,12 @@ static void on_expired(void *arg, int status, const char *const *cids,
  * it has seen and pages on while pages come back full, until it caught up
  * or its pending list holds SWEEP_PENDING_MAX deliveries (the rest waits
  * for the next sweep).
+ *
+ * A session whose queue entry removal failed (the store down past its
+ * timeout: the client's PUBACK came, the XDEL did not land) reads its
+ * whole queue instead and removes what the client had acknowledged, so
+ * such entries neither wait for a reconnect nor count against
+ * max_queued_messages; on a single node only such sessions are swept.
  */
 #define SWEEP_TICKS 2
 #define SWEEP_MAX 256
@@ -172,14 +178,11 @@ static void on_swept(void *arg, int status, const store_entry_t *e, size_t n)
     s->sweeping = false;
     if (online && x->after == s->max_qid)
         sess_qid_swept(s, e, n); /* read from the floor: ids below settle */
-    for (size_t i = 0; online && i < n; i++) {
-        if (s->state != SESS_ONLINE || !e[i].msg)
-            continue;
-        delivery_opts_t o = {.qid = e[i].id,
-                             .qos = e[i].qos & STORE_QOS_MASK,
-                             .retain = (e[i].qos & STORE_QOS_RETAIN) != 0};
-        sess_deliver(s, e[i].msg, &o);
-    }
+    if (online && x->after == 0 && n < SWEEP_MAX)
+        s->ack_debt = false; /* the whole queue was read: debts paid below */
+    for (size_t i = 0; online && i < n; i++)
+        if (s->state == SESS_ONLINE)
+            delivery_swept(s, &e[i]);
     if (status != SL_OK)
         s->b->stats.store_errors++;
     if (online && n == SWEEP_MAX && s->state == SESS_ONLINE &&
@@ -201,15 +204,23 @@ static void sweep_read(broker_t *b, sess_t *s, uint64_t after)
                       x);
 }
 
-void broker_sweep(broker_t *b)
+/* Sweep every online stored session, or (debts_only, on a single node,
+ * where no other node appends) only those whose store removals failed. */
+static void sweep(broker_t *b, bool debts_only)
 {
     size_t cur = 0;
     void *v;
     while (map_next(b->clients, &cur, NULL, NULL, &v)) {
         sess_t *s = v;
-        if (s->state == SESS_ONLINE && s->persistent && !s->sweeping)
-            sweep_read(b, s, s->max_qid);
+        if (s->state == SESS_ONLINE && s->persistent && !s->sweeping &&
+            (s->ack_debt || !debts_only))
+            sweep_read(b, s, s->ack_debt ? 0 : s->max_qid);
     }
+}
+
+void broker_sweep(broker_t *b)
+{
+    sweep(b, false);
 }
 
 void broker_resync(broker_t *b)
@@ -224,8 +235,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     if (b->stopping)
         return;
     store_session_expired(b->store, sl_now_ms(), on_expired, b);
-    if (b->cluster && (b->ticks + 1) % SWEEP_TICKS == 0)
-        broker_sweep(b);
+    if ((b->ticks + 1) % SWEEP_TICKS == 0)
+        sweep(b, !b->cluster);
     int every = b->conf->sys_interval;
     if (every && ++b->ticks % (unsigned)every == 0)
         sys_publish(b);

@@ -253,11 +253,29 @@ static uint16_t next_pid(sess_t *s)
     }
 }
 
+/* A queue entry's removal failed (the store was down past its timeout):
+ * the entry stays in the store, counted as not sent, until the session's
+ * next sweep finds and removes it (delivery_swept). */
+static void on_acked(void *arg, int status)
+{
+    sess_t *s = arg;
+    if (status != SL_OK && status != SL_ENOTFOUND && status != SL_ESTALE) {
+        s->b->stats.store_errors++;
+        s->ack_debt = true;
+    }
+    sess_unref(&s);
+}
+
+static void store_ack(sess_t *s, uint64_t qid)
+{
+    sess_ref(s);
+    store_queue_ack(s->b->store, s->cid, s->clen, s->epoch, qid, on_acked, s);
+}
+
 static void dlv_done(sess_t *s, dlv_t *d)
 {
     if (d->o.qid && s->persistent)
-        store_queue_ack(s->b->store, s->cid, s->clen, s->epoch, d->o.qid, NULL,
-                        NULL);
+        store_ack(s, d->o.qid);
     msg_unref(&d->msg);
     group_unref(&d->o.group);
     pool_put(&dlv_pool, d);
@@ -367,6 +385,11 @@ static void qid_compact(sess_t *s)
         s->max_qid = next++;
 }
 
+bool sess_qid_seen(const sess_t *s, uint64_t qid)
+{
+    return qid <= s->max_qid || qid_has(s, qid);
+}
+
 bool sess_qid_new(sess_t *s, uint64_t qid)
 {
     if (qid <= s->max_qid || qid_has(s, qid))
@@ -413,6 +436,32 @@ void sess_qid_swept(sess_t *s, const store_entry_t *e, size_t n)
     map_free(s->qseen, NULL);
     s->qseen = keep;
     qid_compact(s);
+}
+
+static bool dlvq_has_qid(const dlvq_t *q, uint64_t qid)
+{
+    for (const dlv_t *d = q->head; d; d = d->next)
+        if (d->o.qid == qid)
+            return true;
+    return false;
+}
+
+void delivery_swept(sess_t *s, const store_entry_t *e)
+{
+    if (!e->msg)
+        return;
+    if (e->id <= s->max_qid || sess_qid_seen(s, e->id)) {
+        /* Delivered on this connection. Still in flight or waiting: its
+         * removal comes with the client's ack. Neither: the client
+         * acknowledged it and only the store's removal was lost. */
+        if (!dlvq_has_qid(&s->inflight, e->id) &&
+            !dlvq_has_qid(&s->pending, e->id))
+            store_ack(s, e->id);
+        return;
+    }
+    delivery_opts_t o = {.qid = e->id, .qos = e->qos & STORE_QOS_MASK,
+                         .retain = (e->qos & STORE_QOS_RETAIN) != 0};
+    sess_deliver(s, e->msg, &o);
 }
 
 void sess_deliver(sess_t *s, msg_t *m, const delivery_opts_t *o)

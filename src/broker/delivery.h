@@ -30,6 +30,11 @@ void sess_deliver(sess_t *s, msg_t *m, const delivery_opts_t *o);
 extern const sink_ops_t sess_sink_ops;
 /* Queue-entry bookkeeping of a connection (dedup of notices and sweeps). */
 bool sess_qid_new(sess_t *s, uint64_t qid);
+bool sess_qid_seen(const sess_t *s, uint64_t qid);
+/* An entry the session's sweep read from its store queue: delivered when
+ * not seen yet; removed from the store again when the client acknowledged
+ * it but the store's removal was lost. */
+void delivery_swept(sess_t *s, const store_entry_t *e);
 void sess_qid_swept(sess_t *s, const store_entry_t *e, size_t n);
 
 /* Send what the inflight window has room for. */

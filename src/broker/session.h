@@ -77,6 +77,8 @@ struct sess {
     bool resumed_pids;           /* pending holds deliveries with a pid */
     bool request_problem_info;
     bool sweeping;               /* a sweep of its queue is under way */
+    bool ack_debt;               /* a queue entry's removal failed: the
+                                  * next sweep reads the whole queue */
 };
 
 sess_t *sess_new(struct broker *b, const char *peer);
