@@ -419,12 +419,13 @@ class Msg:
 
 class Client:
     """A paho client on its own network thread, with blocking helpers that
-    wait for broker replies with timeouts."""
+    wait for broker replies with timeouts. transport="websockets" speaks
+    MQTT over WebSocket (paho's ws_set_options() sets the path)."""
 
     _n = 0
 
     def __init__(self, broker, client_id=None, protocol="311",
-                 clean_session=True, manual_ack=False):
+                 clean_session=True, manual_ack=False, transport="tcp"):
         Client._n += 1
         if client_id is None:
             client_id = f"t{Client._n}-{uuid.uuid4().hex[:10]}"
@@ -438,7 +439,8 @@ class Client:
                                 client_id=client_id,
                                 protocol=PROTOCOLS[protocol],
                                 reconnect_on_failure=False,
-                                manual_ack=manual_ack, **kw)
+                                manual_ack=manual_ack, transport=transport,
+                                **kw)
         self.messages = queue.Queue()
         self.connacks = queue.Queue()
         self.disconnected = threading.Event()
