@@ -356,7 +356,7 @@ static enum push push_tls(conn_t *c, char *why, size_t len)
 static bool linger(conn_t *c)
 {
     int ms = c->net->conf->close_linger;
-    if (ms <= 0 || c->lingering)
+    if (ms <= 0 || c->lingering || (c->ws && !ws_wants_linger(c)))
         return false;
     if (!c->tls)
         shutdown(c->fd, SHUT_WR);
@@ -382,17 +382,45 @@ static void end_closed(conn_t *c, conn_end_t how)
         conn_end(c, how, NULL);
 }
 
+/* One read of a lingering connection: > 0 bytes, 0 at EOF or an error,
+ * -1 when nothing more is there now. A WebSocket connection over TLS reads
+ * through OpenSSL, to see the client's close frame. */
+static ssize_t linger_chunk(conn_t *c, uint8_t *buf, size_t len)
+{
+    tls_conn_t *t = tls_of(c);
+    if (c->ws && t && t->ready && !t->failed) {
+        char err[160];
+        size_t n = 0;
+        switch (tls_read(t->ssl, buf, len, &n, err, sizeof(err))) {
+        case TLS_IO_OK:
+            return (ssize_t)n;
+        case TLS_IO_WANT_READ:
+        case TLS_IO_WANT_WRITE: /* rare: the linger deadline ends it */
+            return -1;
+        case TLS_IO_ERROR:
+            t->failed = true;
+            return 0;
+        case TLS_IO_EOF:
+            return 0;
+        }
+    }
+    ssize_t n = read(c->fd, buf, len);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return -1;
+    return n < 0 ? 0 : n;
+}
+
+/* Input of a lingering connection is discarded until EOF; a WebSocket
+ * client's close frame (the close handshake done) ends it at once. */
 static void linger_read(conn_t *c)
 {
     uint8_t buf[4096];
     for (int i = 0; i < 64; i++) {
-        ssize_t n = read(c->fd, buf, sizeof(buf));
-        if (n > 0)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
-                      errno == EINTR))
+        ssize_t n = linger_chunk(c, buf, sizeof(buf));
+        if (n < 0)
             return;
-        break; /* EOF or error: the client is gone */
+        if (n == 0 || (c->ws && ws_linger_input(c, buf, (size_t)n)))
+            break; /* the client is gone, or said goodbye */
     }
     end_closed(c, CONN_END_DONE);
 }

@@ -373,6 +373,29 @@ void ws_closing(conn_t *c)
     send_close(c, f, ws_close_frame(f, WS_CLOSE_NORMAL, NULL));
 }
 
+bool ws_wants_linger(conn_t *c)
+{
+    ws_t *w = ws_of(c);
+    return !(w->net_closed && w->end_kind != CONN_END_ERROR);
+}
+
+bool ws_linger_input(conn_t *c, uint8_t *buf, size_t n)
+{
+    ws_t *w = ws_of(c);
+    size_t off = 0;
+    if (!w->open || w->dec.over)
+        return false; /* a refused upgrade, or after an error: discard */
+    while (off < n) {
+        size_t used, got;
+        ws_ev_t ev = ws_decode(&w->dec, buf + off, n - off, buf, &used,
+                               &got);
+        off += used;
+        if (ev == WS_EV_CLOSE || ev == WS_EV_ERROR)
+            return true;
+    }
+    return false;
+}
+
 bool ws_closed_here(conn_t *c, conn_end_t *how, char *why, size_t len)
 {
     ws_t *w = ws_of(c);

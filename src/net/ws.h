@@ -18,9 +18,10 @@
  *               `pending` and leaves as one binary frame per write
  *   close       a client close or a protocol error is acted on once the
  *               owner has taken the data before it (as TCP's EOF): a close
- *               frame, the write side shut, the linger, then `closed`
- *               (EOF or ERROR). conn_close() sends a close frame (1000)
- *               after the output.
+ *               frame, then `closed` (EOF or ERROR) once it is written
+ *               (after a protocol error: once the linger is over too).
+ *               conn_close() sends a close frame (1000) after the output;
+ *               the linger ends early with the client's close frame.
  */
 #ifndef STARLING_NET_WS_H
 #define STARLING_NET_WS_H
@@ -70,6 +71,12 @@ void ws_seal(conn_t *c);
 void ws_closing(conn_t *c);
 /* The close was started by the transport: how it ends, for `closed`. */
 bool ws_closed_here(conn_t *c, conn_end_t *how, char *why, size_t len);
+/* Does a closing connection linger? Not after the client's own close
+ * (it sends nothing more and waits for the server to close). */
+bool ws_wants_linger(conn_t *c);
+/* Bytes read while lingering after our close frame: true when they hold
+ * the client's close frame (or anything that breaks the protocol). */
+bool ws_linger_input(conn_t *c, uint8_t *buf, size_t n);
 /* conn_free(): drop the pending output, leave the upgrading list. */
 void ws_release(conn_t *c);
 

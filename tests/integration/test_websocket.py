@@ -26,7 +26,7 @@ from auth_server import AuthServer, User
 from conftest import HOST, Client, FreePort, free_port
 from test_tls import pki, tls_context  # noqa: F401 (the module's PKI)
 from ws_raw import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
-                    WsClient, http_exchange, upgrade_status)
+                    Closed, WsClient, http_exchange, upgrade_status)
 
 pytestmark = pytest.mark.starling_only
 
@@ -384,18 +384,41 @@ def test_several_packets_in_one_frame(ws_broker, raw_ws, topic):
                                         mqtt_raw.PUBLISH, mqtt_raw.PINGRESP])
 
 
-def test_client_close_gets_a_close_reply_and_the_will(ws_broker, raw_ws,
-                                                      topic):
-    watcher = raw_ws(ws_broker)
+@pytest.mark.parametrize("secure", [False, True])
+def test_client_close_gets_a_close_reply_and_the_will(broker_factory, pki,
+                                                      raw_ws, topic, secure):
+    b = broker_factory(**ws_keys(pki, close_linger=5000))
+    watcher = raw_ws(b)
     watcher.connect("watcher")
     watcher.subscribe([(topic, 0)])
-    ws = raw_ws(ws_broker)
+    ws = raw_ws(b, secure)
     ws.connect("leaver", will=(topic, b"left without DISCONNECT", 0, False))
+    t0 = time.monotonic()
     ws.send_frame(OP_CLOSE, struct.pack("!H", 1001) + b"going away")
     code, reason = ws.expect_close()
     assert code == 1001, "the client's code echoed"
+    assert time.monotonic() - t0 < 2, "the broker closes at once, no linger"
     assert watcher.expect(mqtt_raw.PUBLISH).payload == \
         b"left without DISCONNECT"
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_close_reply_ends_the_linger(broker_factory, pki, raw_ws, secure):
+    """After the broker's close frame, the client's close frame completes
+    the handshake: the broker closes without waiting out close_linger
+    (over TLS it cannot half-close the connection first)."""
+    b = broker_factory(**ws_keys(pki, close_linger=5000))
+    ws = raw_ws(b, secure)
+    ws.connect("twice")
+    ws.send(mqtt_raw.connect("twice"))  # a protocol error: the broker closes
+    with pytest.raises(Closed):
+        while True:
+            ws.recv()
+    assert ws.close_code == 1000
+    t0 = time.monotonic()
+    ws.send_frame(OP_CLOSE, struct.pack("!H", 1000))
+    assert ws.wait_eof(4)
+    assert time.monotonic() - t0 < 2
 
 
 def test_disconnect_then_close_sends_no_will(ws_broker, raw_ws, topic):
