@@ -176,6 +176,7 @@ static bool upgraded(conn_t *c, const ws_request_t *r, size_t head)
         conn_end(c, CONN_END_ERROR, "out of memory");
         return false;
     }
+    forwarded_peer(c, r); /* r's views point into `in` */
     evbuffer_drain(c->in, head);
     if (rest)
         evbuffer_remove(c->in, early, rest);
@@ -185,7 +186,6 @@ static bool upgraded(conn_t *c, const ws_request_t *r, size_t head)
                              ? conf->ws_max_frame_size
                              : (uint64_t)conf->max_packet_size + 65536);
     w->open = true;
-    forwarded_peer(c, r);
     unlist(c);
     conn_mark_dirty(c);
     log_debug("WebSocket upgrade from %s (%s, subprotocol %s)", w->peer,
