@@ -24,8 +24,9 @@ typedef struct rnode {
 } rnode_t;
 
 struct rtree {
-    rnode_t root;                /* label "" (never matched as a level) */
     size_t count;
+    rnode_t root;                /* label "" (never read; last: its label[]
+                                    is a flexible array) */
 };
 
 rtree_t *rtree_new(void)

@@ -302,7 +302,7 @@ Test(auth, acl_file_patterns)
     cr_assert_eq(fcheck(f, "c", "bob", SUB, "users/bob/#"), ACL_ALLOW);
     cr_assert_eq(fcheck(f, "c", "bob", SUB, "users/+/inbox"), ACL_NOMATCH);
     cr_assert_eq(fcheck(f, "c", NULL, SUB, "users//inbox"), ACL_NOMATCH,
-                 "%u without a user name never applies");
+                 "%%u without a user name never applies");
     cr_assert_eq(fcheck(f, "+", "bob", PUB, "devices/+/up"), ACL_NOMATCH,
                  "a client id with a wildcard never widens a pattern");
     cr_assert_eq(fcheck(f, "#", "bob", PUB, "devices/x/up"), ACL_NOMATCH);
