@@ -1,7 +1,6 @@
 /*
  * conn.c - the transport of one client (TCP, TLS over TCP, WebSocket over
- * either), kept small
- * for idle clients.
+ * either), kept small for idle clients.
  *
  * A connection is a socket, one embedded libevent event and two evbuffers
  * that exist only while they hold bytes: an idle client costs the event and
