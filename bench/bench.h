@@ -34,6 +34,7 @@
 struct event_base;
 struct event;
 struct bufferevent;
+struct evbuffer;
 struct ssl_ctx_st;
 
 #define BENCH_HDR_SIZE 16 /* u32 publisher, u32 sequence, u64 send time */
@@ -112,6 +113,8 @@ typedef struct bench_opts {
     bool same_topic;   /* fanin: every publisher on one topic */
     bool strict;       /* any loss (even QoS 0) fails the run */
     bool tls;          /* MQTT over TLS (every client) */
+    bool ws;           /* MQTT over WebSocket (with tls: secure WebSocket) */
+    const char *ws_path; /* the upgrade's path ("/mqtt") */
     const char *cafile; /* verify the broker against these CAs; NULL =
                            no verification */
     double settle;     /* s between setup and run */
@@ -187,6 +190,7 @@ typedef struct client {
     bool need_session;    /* CONNACK must report a session present */
     bool failed;
     bool stepped;         /* counted in the current phase step */
+    bool ws_upgrading;    /* --ws: the 101 is awaited */
     uint16_t next_pid;
     uint64_t t_state;     /* ns: entered the current state */
     uint64_t t_connect;   /* ns: connection attempt began */
@@ -276,6 +280,14 @@ static inline uint64_t bench_count_get(_Atomic uint64_t *c)
 /* The client side of --tls (client.c): an SSL_CTX verifying against
  * o->cafile, or not verifying without one. NULL with a message on stderr. */
 struct ssl_ctx_st *client_tls_ctx(const bench_opts_t *o);
+/* The client side of --ws (ws.c): write the upgrade request on bev; check
+ * the answer in `in` (0: more needed, 1: upgraded, the head drained, -1:
+ * refused, why says so); put the WebSocket framing on top of bev (freed
+ * with it). */
+void ws_client_request(struct bufferevent *bev, const char *host, int port,
+                       const char *path);
+int ws_client_reply(struct evbuffer *in, char *why, size_t len);
+struct bufferevent *ws_client_wrap(struct bufferevent *under);
 /* Start a connection attempt for c with its current flags. */
 int client_start(client_t *c);
 /* Begin a graceful close (DISCONNECT, then wait for the broker to close). */

@@ -16,6 +16,11 @@
  * A client struct lives for the whole run; only its bufferevent comes and
  * goes, so callbacks never see a freed client.
  *
+ * With --ws (and --wss, over TLS) the connection first carries the HTTP
+ * upgrade, and once the broker answers 101 the WebSocket framing of ws.c
+ * (a filter bufferevent) is put on top: the CONNECT time of a client then
+ * includes its upgrade.
+ *
  * With --tls the bufferevent is libevent's OpenSSL one on a non-blocking
  * socket the client connects itself: the TCP connect, then the handshake,
  * and BEV_EVENT_CONNECTED only when the handshake is done, so the CONNECT
@@ -88,6 +93,16 @@ static inline uint64_t get_u64(const uint8_t *p)
     uint64_t v;
     memcpy(&v, p, 8);
     return v;
+}
+
+/* Output not yet written (for --ws: also the frames under the filter). */
+static size_t out_len(client_t *c)
+{
+    size_t n = evbuffer_get_length(bufferevent_get_output(c->bev));
+    struct bufferevent *under = bufferevent_get_underlying(c->bev);
+    if (under)
+        n += evbuffer_get_length(bufferevent_get_output(under));
+    return n;
 }
 
 static void set_state(client_t *c, client_state_t s)
@@ -191,6 +206,7 @@ static void release(client_t *c)
         worker_pending_done(c->w, c);
     bufferevent_free(c->bev);
     c->bev = NULL;
+    c->ws_upgrading = false;
     c->ping_sent = 0;
     set_state(c, CS_IDLE);
     bench_count_sub(&c->w->open, 1);
@@ -383,6 +399,40 @@ static void on_connected(client_t *c)
     evutil_socket_t fd = bufferevent_getfd(c->bev);
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    if (c->w->b->o.ws) {
+        const bench_opts_t *o = &c->w->b->o;
+        c->ws_upgrading = true;
+        ws_client_request(c->bev, c->to_sub_addr ? o->sub_host : o->host,
+                          c->to_sub_addr ? o->sub_port : o->port, o->ws_path);
+        return;
+    }
+    set_state(c, CS_CONNACK);
+    send_connect(c);
+}
+
+/* --ws: the broker's answer to the upgrade; on 101 the framing goes on
+ * top and CONNECT follows. */
+static void upgrade_reply(client_t *c)
+{
+    char why[96];
+    int r = ws_client_reply(bufferevent_get_input(c->bev), why, sizeof(why));
+    if (r == 0)
+        return;
+    if (r < 0) {
+        fail(c, why);
+        return;
+    }
+    struct bufferevent *f = ws_client_wrap(c->bev);
+    if (!f) {
+        fail(c, "out of memory");
+        return;
+    }
+    bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
+    c->bev = f;
+    c->ws_upgrading = false;
+    bufferevent_setcb(f, read_cb, write_cb, event_cb, c);
+    bufferevent_setwatermark(f, EV_WRITE, OUT_LOW, 0);
+    bufferevent_enable(f, EV_READ | EV_WRITE);
     set_state(c, CS_CONNACK);
     send_connect(c);
 }
@@ -592,7 +642,7 @@ static bool may_send(client_t *c, uint64_t now)
         return false;
     if (p->backlog > 0 && backlog_full(p, now))
         return false;
-    return evbuffer_get_length(bufferevent_get_output(c->bev)) < OUT_HIGH;
+    return out_len(c) < OUT_HIGH;
 }
 
 void client_pub_pump(client_t *c, uint64_t now)
@@ -818,6 +868,10 @@ static void dispatch(client_t *c, const mqtt_packet_t *p)
 static void read_cb(struct bufferevent *bev, void *arg)
 {
     client_t *c = arg;
+    if (c->ws_upgrading) {
+        upgrade_reply(c);
+        return;
+    }
     struct evbuffer *in = bufferevent_get_input(bev);
     const int version = c->w->b->o.version;
     size_t len = evbuffer_get_length(in), off = 0;
@@ -873,7 +927,8 @@ void client_sweep(client_t *c, uint64_t now)
     case CS_SUBACK:
         if (now - c->t_state > STATE_TIMEOUT_NS)
             fail(c, c->state == CS_CONNECTING
-                        ? "TCP connect (or TLS handshake) timed out"
+                        ? "TCP connect (or TLS handshake, WebSocket "
+                          "upgrade) timed out"
                     : c->state == CS_CONNACK  ? "no CONNACK within 10 s"
                                               : "no SUBACK within 10 s");
         break;

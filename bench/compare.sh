@@ -23,7 +23,10 @@
 #                    and messages per publisher (5; QUICK: 2), 100 publishers
 #   SCENARIOS="..."  subset, from: pairs-q0 fanin-q0 fanout-q0 pairs-q1
 #                    pairs-q1-lat wildcard-q1 connstorm connstorm-tls idle
-#                    persist persist-redis crossnode crossnode-nobatch
+#                    persist persist-redis crossnode crossnode-nobatch;
+#                    not in the default set: pairs-q1-ws, connstorm-ws (MQTT
+#                    over WebSocket; Mosquitto: a protocol websockets
+#                    listener)
 #   BENCH_THREADS=N  starling-bench threads (1 on a machine of 2 cores or
 #                    less, so the broker keeps a core of its own; else 2)
 #   TIME_BUDGET=S    scenarios not started after S seconds are skipped
@@ -143,7 +146,8 @@ tls_material() {
 }
 
 # mosquitto_start PORT [BRIDGE_TO_PORT QOS] -> prints the pid; with
-# MOSQ_TLS_PORT set, also a TLS listener on that port ($TLSDIR's certificate)
+# MOSQ_TLS_PORT set, also a TLS listener on that port ($TLSDIR's certificate),
+# with MOSQ_WS_PORT a websockets listener
 mosquitto_start() {
     local port=$1 bridge=${2:-} qos=${3:-0} conf=$RESDIR/mosquitto-$1.conf
     cat >"$conf" <<EOF
@@ -163,6 +167,12 @@ EOF
 listener $MOSQ_TLS_PORT 127.0.0.1
 certfile $TLSDIR/server.pem
 keyfile $TLSDIR/server.key
+EOF
+    fi
+    if [ -n "${MOSQ_WS_PORT:-}" ]; then
+        cat >>"$conf" <<EOF
+listener $MOSQ_WS_PORT 127.0.0.1
+protocol websockets
 EOF
     fi
     if [ -n "$bridge" ]; then
@@ -193,6 +203,8 @@ scenario_args() {
     wildcard-q1) echo "--scenario wildcard --pubs 8 --subs 64 --qos 1 --rate 100 --duration $d" ;;
     connstorm) echo "--scenario connstorm --clients $STORM_CONNS --concurrency 100" ;;
     connstorm-tls) echo "--scenario connstorm --clients $STORM_TLS_CONNS --concurrency 100 --tls --cafile $TLSDIR/server.pem" ;;
+    pairs-q1-ws) echo "--scenario pairs --pairs 10 --qos 1 --inflight 10 --duration $d --ws" ;;
+    connstorm-ws) echo "--scenario connstorm --clients $STORM_CONNS --concurrency 100 --ws" ;;
     idle) echo "--scenario idle --clients $IDLE_CONNS --duration 2" ;;
     persist | persist-redis) echo "--scenario persist --subs $PERSIST_SUBS --pubs 100 --msgs $PERSIST_MSGS --qos 1" ;;
     crossnode | crossnode-nobatch) echo "--scenario crossnode --pairs 10 --qos 0 --duration $d --settle 1" ;;
@@ -260,7 +272,7 @@ redis_start() {
 }
 
 run_single() {
-    local broker=$1 sid=$2 rnd=$3 port pid args rport tport="" bport
+    local broker=$1 sid=$2 rnd=$3 port pid args rport tport="" wport="" bport
     args=$(scenario_args "$sid")
     port=$(free_port)
     bport=$port
@@ -273,6 +285,9 @@ run_single() {
         tport=$(free_port)
         bport=$tport
     fi
+    case $sid in
+    *-ws) wport=$(free_port); bport=$wport ;;
+    esac
     if [ "$broker" = starling ] && [ "$sid" = persist-redis ]; then
         redis_start >"$RESDIR/rport"
         rport=$(cat "$RESDIR/rport")
@@ -280,10 +295,12 @@ run_single() {
     elif [ "$broker" = starling ] && [ -n "$tport" ]; then
         pid=$(starling_start "$port" --tls_port "$tport" \
             --tls_cert_file "$TLSDIR/server.pem" --tls_key_file "$TLSDIR/server.key")
+    elif [ "$broker" = starling ] && [ -n "$wport" ]; then
+        pid=$(starling_start "$port" --ws_port "$wport")
     elif [ "$broker" = starling ]; then
         pid=$(starling_start "$port")
     else
-        pid=$(MOSQ_TLS_PORT=$tport mosquitto_start "$port")
+        pid=$(MOSQ_TLS_PORT=$tport MOSQ_WS_PORT=$wport mosquitto_start "$port")
     fi
     PIDS+=("$pid")
     if ! wait_port "$port" || ! wait_port "$bport"; then

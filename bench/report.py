@@ -45,6 +45,12 @@ SCENARIOS = {
                       "connects_per_s", "connects/s",
                       "Starling connects/s >= Mosquitto's",
                       lambda s, m, a: s >= m),
+    "pairs-q1-ws": ("QoS 1 pairs over WebSocket, unpaced", "delivered_per_s",
+                    "msgs/s", "(no target; compare with pairs-q1)", None),
+    "connstorm-ws": ("WebSocket connection storm: TCP + HTTP upgrade + "
+                     "CONNECT/CONNACK/DISCONNECT", "connects_per_s",
+                     "connects/s", "(no target; compare with connstorm)",
+                     None),
     "idle": ("idle connections held", "rss_per_conn_bytes", "bytes/conn",
              "Starling memory per connection <= Mosquitto's",
              lambda s, m, a: s <= m),
@@ -169,7 +175,7 @@ def scenario_section(rows, sid, commands):
     if sid.startswith("persist"):
         # Latency there includes the time the subscribers were away.
         keys = [k for k in keys if not k[0].startswith("lat_")]
-    if sid in ("connstorm", "connstorm-tls", "idle"):
+    if sid in ("connstorm", "connstorm-tls", "connstorm-ws", "idle"):
         keys += [("connack_p50_us", "CONNACK p50 (ms)", 3),
                  ("connack_p99_us", "CONNACK p99 (ms)", 3)]
     for k, label, digits in keys:

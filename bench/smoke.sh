@@ -8,18 +8,23 @@
 #
 # Usage:
 #   bench/smoke.sh [--broker BIN] [--port PORT [--sub-port PORT]
-#                  [--tls-port PORT --cafile FILE]] [--bench BIN]
+#                  [--tls-port PORT --cafile FILE] [--ws-port PORT]
+#                  [--wss-port PORT]] [--bench BIN]
 #
-#   --broker BIN   broker to start on a free loopback port, with a TLS
-#                  listener on another one (a throwaway certificate made by
-#                  openssl) (default build/starling; a path ending in
-#                  "mosquitto" gets a generated Mosquitto config)
+#   --broker BIN   broker to start on a free loopback port, with TLS,
+#                  WebSocket and secure WebSocket listeners on others (a
+#                  throwaway certificate made by openssl) (default
+#                  build/starling; a path ending in "mosquitto" gets a
+#                  generated Mosquitto config)
 #   --port PORT    use a broker already listening on 127.0.0.1:PORT instead
 #   --sub-port P   crossnode: second node for the subscribers (default: the
 #                  same broker)
 #   --tls-port P   with --port: that broker's TLS port (the TLS cases are
 #                  skipped without it), its certificate verified with
 #                  --cafile FILE
+#   --ws-port P    with --port: that broker's WebSocket port, and
+#   --wss-port P   its secure WebSocket port (their cases are skipped
+#                  without them)
 #   --bench BIN    default build/bench/starling-bench
 #
 # Prints one line per case and "N passed, N failed"; exits 1 on any failure.
@@ -32,6 +37,8 @@ PORT=""
 SUB_PORT=""
 TLS_PORT=""
 CAFILE=""
+WS_PORT=""
+WSS_PORT=""
 while [ $# -gt 0 ]; do
     case $1 in
     --broker) BROKER=$2; shift 2 ;;
@@ -40,7 +47,9 @@ while [ $# -gt 0 ]; do
     --tls-port) TLS_PORT=$2; shift 2 ;;
     --cafile) CAFILE=$2; shift 2 ;;
     --bench) BENCH=$2; shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    --ws-port) WS_PORT=$2; shift 2 ;;
+    --wss-port) WSS_PORT=$2; shift 2 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "smoke: unknown argument $1" >&2; exit 64 ;;
     esac
 done
@@ -90,6 +99,8 @@ tls_material() {
 start_broker() {
     PORT=$(free_port)
     TLS_PORT=$(free_port)
+    WS_PORT=$(free_port)
+    WSS_PORT=$(free_port)
     tls_material
     case $BROKER in
     *mosquitto)
@@ -97,16 +108,22 @@ start_broker() {
             "$PORT" >"$TMP/mosquitto.conf"
         printf 'listener %s 127.0.0.1\ncertfile %s\nkeyfile %s\n' \
             "$TLS_PORT" "$TMP/tls.pem" "$TMP/tls.key" >>"$TMP/mosquitto.conf"
+        printf 'listener %s 127.0.0.1\nprotocol websockets\n' \
+            "$WS_PORT" >>"$TMP/mosquitto.conf"
+        printf 'listener %s 127.0.0.1\nprotocol websockets\ncertfile %s\nkeyfile %s\n' \
+            "$WSS_PORT" "$TMP/tls.pem" "$TMP/tls.key" >>"$TMP/mosquitto.conf"
         "$BROKER" -c "$TMP/mosquitto.conf" >"$TMP/broker.log" 2>&1 &
         ;;
     *)
         "$BROKER" --bind 127.0.0.1 --port "$PORT" --log_level warning \
             --tls_port "$TLS_PORT" --tls_cert_file "$TMP/tls.pem" \
-            --tls_key_file "$TMP/tls.key" >"$TMP/broker.log" 2>&1 &
+            --tls_key_file "$TMP/tls.key" --ws_port "$WS_PORT" \
+            --wss_port "$WSS_PORT" >"$TMP/broker.log" 2>&1 &
         ;;
     esac
     BROKER_PID=$!
-    if ! wait_port "$PORT" || ! wait_port "$TLS_PORT"; then
+    if ! wait_port "$PORT" || ! wait_port "$TLS_PORT" ||
+        ! wait_port "$WS_PORT" || ! wait_port "$WSS_PORT"; then
         echo "smoke: $BROKER did not start on port $PORT" >&2
         cat "$TMP/broker.log" >&2
         exit 1
@@ -203,6 +220,20 @@ if [ -n "$TLS_PORT" ]; then
     case_run "pairs qos2 tls" 1000 expected --scenario pairs --pairs 4 --msgs 250 --rate 2000 --qos 2 "${tls[@]}"
 else
     echo "skip TLS cases (no --tls-port)"
+fi
+if [ -n "$WS_PORT" ]; then
+    case_run "pairs qos1 ws v5" 2000 expected --scenario pairs --pairs 4 --msgs 500 --rate 2000 --qos 1 --version 5 --port "$WS_PORT" --ws
+    case_run "connstorm ws" 300 connects --scenario connstorm --clients 300 --concurrency 20 --port "$WS_PORT" --ws
+else
+    echo "skip WebSocket cases (no --ws-port)"
+fi
+if [ -n "$WSS_PORT" ]; then
+    wss=(--port "$WSS_PORT" --wss)
+    [ -n "$CAFILE" ] && wss+=(--cafile "$CAFILE")
+    case_run "pairs qos2 wss" 1000 expected --scenario pairs --pairs 4 --msgs 250 --rate 2000 --qos 2 "${wss[@]}"
+    case_run "connstorm wss" 200 connects --scenario connstorm --clients 200 --concurrency 20 "${wss[@]}"
+else
+    echo "skip secure WebSocket cases (no --wss-port)"
 fi
 case_run "idle" 500 connects --scenario idle --clients 500 --duration 1
 case_run "persist qos1" 1000 expected --scenario persist --subs 50 --pubs 10 --msgs 2 --qos 1

@@ -168,6 +168,11 @@ static void usage(FILE *out)
         "  --cafile FILE              --tls, verifying the broker's\n"
         "                             certificate against FILE (no\n"
         "                             verification without it)\n"
+        "  --ws                       MQTT over WebSocket (every client; the\n"
+        "                             upgrade counts in the CONNECT time;\n"
+        "                             with --tls: secure WebSocket)\n"
+        "  --wss                      MQTT over secure WebSocket (--ws --tls)\n"
+        "  --ws-path P                the upgrade's path (/mqtt)\n"
         "  --json                     print one JSON line\n",
         out);
 }
@@ -177,7 +182,7 @@ enum {
     O_PAIRS, O_PUBS, O_SUBS, O_CLIENTS, O_MSGS, O_DURATION, O_RATE,
     O_INFLIGHT, O_SIZE, O_THREADS, O_PID, O_TIMEOUT, O_KEEPALIVE, O_CONC,
     O_SRC, O_SAME, O_SETTLE, O_DRAIN, O_PREFIX, O_STRICT, O_JSON, O_HELP,
-    O_BACKLOG, O_TLS, O_CAFILE,
+    O_BACKLOG, O_TLS, O_CAFILE, O_WS, O_WSS, O_WSPATH,
 };
 
 static const struct option long_opts[] = {
@@ -197,7 +202,8 @@ static const struct option long_opts[] = {
     {"strict", 0, 0, O_STRICT},     {"json", 0, 0, O_JSON},
     {"help", 0, 0, O_HELP},         {"backlog", 1, 0, O_BACKLOG},
     {"tls", 0, 0, O_TLS},           {"cafile", 1, 0, O_CAFILE},
-    {0, 0, 0, 0},
+    {"ws", 0, 0, O_WS},             {"wss", 0, 0, O_WSS},
+    {"ws-path", 1, 0, O_WSPATH},    {0, 0, 0, 0},
 };
 
 static int parse_int(const char *s, long lo, long hi, long *out)
@@ -237,6 +243,7 @@ static void opts_init(bench_opts_t *o)
     o->threads = 2;
     o->keepalive = 30;
     o->settle = o->drain = -1;
+    o->ws_path = "/mqtt";
 }
 
 /* Options that take an integer: where it goes and its bounds. */
@@ -325,6 +332,17 @@ static int set_opt(bench_opts_t *o, int id, const char *arg)
     case O_CAFILE:
         o->cafile = arg;
         o->tls = true;
+        return SL_OK;
+    case O_WS:
+        o->ws = true;
+        return SL_OK;
+    case O_WSS:
+        o->ws = o->tls = true;
+        return SL_OK;
+    case O_WSPATH:
+        if (arg[0] != '/' || strpbrk(arg, " \r\n"))
+            return SL_EINVAL;
+        o->ws_path = arg;
         return SL_OK;
     default:
         return SL_EINVAL;
@@ -670,10 +688,11 @@ static void print_json(const bench_t *b, const result_t *r, const figures_t *f,
     printf("{\"scenario\":\"%s\",\"version\":%d,\"qos\":%d,\"pubs\":%u,"
            "\"subs\":%u,\"clients\":%d,\"msgs\":%ld,\"duration\":%g,"
            "\"size\":%d,\"rate\":%g,\"inflight\":%d,\"backlog\":%d,"
-           "\"threads\":%d,\"tls\":%s,",
+           "\"threads\":%d,\"tls\":%s,\"ws\":%s,",
            o->scenario_name, o->version, o->qos, b->npubs, b->nsubs,
            o->clients, o->msgs, o->duration, o->size, o->rate, o->inflight,
-           o->backlog, o->threads, o->tls ? "true" : "false");
+           o->backlog, o->threads, o->tls ? "true" : "false",
+           o->ws ? "true" : "false");
     printf("\"sent\":%llu,\"expected\":%llu,\"received\":%llu,\"unique\":%llu,"
            "\"lost\":%llu,\"dups\":%llu,\"reordered\":%llu,\"unexpected\":%llu,",
            (unsigned long long)r->sent, (unsigned long long)r->expected,
@@ -711,7 +730,10 @@ static void print_text(const bench_t *b, const result_t *r, const figures_t *f,
     printf("scenario   %s  MQTT %s%s  QoS %d  pubs %u  subs %u  size %d  "
            "threads %d\n",
            o->scenario_name, o->version == 5 ? "5.0" : "3.1.1",
-           o->tls ? " over TLS" : "", o->qos, b->npubs, b->nsubs, o->size,
+           o->ws    ? (o->tls ? " over secure WebSocket" : " over WebSocket")
+           : o->tls ? " over TLS"
+                    : "",
+           o->qos, b->npubs, b->nsubs, o->size,
            o->threads);
     if (o->scenario == SC_CONNSTORM || o->scenario == SC_IDLE) {
         printf("connects   %llu in %.3f s = %.0f/s  (CONNACK p50 %.3f ms, "

@@ -628,7 +628,14 @@ static const char *const help_head =
     "\n"
     "Keys. Each is also a `key value` line of the config file and a\n"
     "STARLING_<KEY> environment variable (upper case); precedence:\n"
-    "flag > env > file > default. Reloadable keys change on SIGHUP.\n";
+    "flag > env > file > default. Reloadable keys change on SIGHUP.\n"
+    "\n"
+    "Listeners, each on the bind address (0 = off; only port is on by\n"
+    "default), with their usual ports:\n"
+    "  port      1883  MQTT over TCP\n"
+    "  tls_port  8883  MQTT over TLS (tls_cert_file, tls_key_file)\n"
+    "  ws_port   8083  MQTT over WebSocket (ws_path, ws_*)\n"
+    "  wss_port  8084  MQTT over secure WebSocket (tls_* files, ws_*)\n";
 
 void conf_print_help(FILE *out)
 {
@@ -655,6 +662,13 @@ static const char *const file_head =
     "# (upper case) or a --key VALUE command-line flag. Precedence:\n"
     "# flag > env > file > default. Booleans: true/false, yes/no, on/off,\n"
     "# 1/0. Reloadable keys change on SIGHUP; the others need a restart.\n"
+    "#\n"
+    "# Listeners, each on the bind address (0 = off; only port is on by\n"
+    "# default), with their usual ports:\n"
+    "#   port      1883  MQTT over TCP\n"
+    "#   tls_port  8883  MQTT over TLS (tls_cert_file, tls_key_file)\n"
+    "#   ws_port   8083  MQTT over WebSocket (ws_path, ws_*)\n"
+    "#   wss_port  8084  MQTT over secure WebSocket (tls_* files, ws_*)\n"
     "#\n"
     "# Each key below is commented out at its default value.\n";
 

@@ -1,7 +1,8 @@
 /*
  * conf_check.c - the checks of string values that some keys of the table
  * (conf_table.c) name: store URL, node id, HTTP URLs, header lists, webhook
- * events, topic filter lists. Each writes a reason without the key name into
+ * events, topic filter lists, the WebSocket path, origins and proxy
+ * addresses. Each writes a reason without the key name into
  * msg; the caller says which key and where it came from.
  */
 #include "conf_int.h"
@@ -9,7 +10,9 @@
 #include "starling/err.h"
 #include "starling/topic.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -109,7 +112,7 @@ static int check_list(const char *value, char *msg, size_t len,
         while (m > 0 && item[m - 1] == ' ')
             m--;
         if (!ok(item, m))
-            return conf_fail(msg, len, "not a %s: '%.*s'", what, (int)m, item);
+            return conf_fail(msg, len, "not %s: '%.*s'", what, (int)m, item);
         if (p[n] == '\0')
             return SL_OK;
         p += n + 1;
@@ -132,10 +135,72 @@ static bool filter_ok(const char *item, size_t n)
 
 int conf_check_events(const char *value, char *msg, size_t len)
 {
-    return check_list(value, msg, len, event_ok, "webhook event");
+    return check_list(value, msg, len, event_ok, "a webhook event");
 }
 
 int conf_check_filters(const char *value, char *msg, size_t len)
 {
-    return check_list(value, msg, len, filter_ok, "topic filter");
+    return check_list(value, msg, len, filter_ok, "a topic filter");
+}
+
+/* "/mqtt": an absolute path of printable characters, no query. */
+int conf_check_ws_path(const char *value, char *msg, size_t len)
+{
+    if (value[0] != '/')
+        return conf_fail(msg, len, "expected a path starting with '/', "
+                         "got '%s'", value);
+    for (const char *p = value; *p; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f ||
+            *p == '?' || *p == '#')
+            return conf_fail(msg, len, "character '%c' not allowed in a "
+                             "path: '%s'", *p, value);
+    return SL_OK;
+}
+
+static bool origin_ok(const char *item, size_t n)
+{
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)item[i] <= ' ' || (unsigned char)item[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+int conf_check_origins(const char *value, char *msg, size_t len)
+{
+    return check_list(value, msg, len, origin_ok, "an origin");
+}
+
+/* An IPv4 or IPv6 address, or a CIDR range ADDR/BITS. */
+static bool addr_ok(const char *item, size_t n)
+{
+    char buf[INET6_ADDRSTRLEN + 5];
+    unsigned char bin[16];
+    if (n == 0 || n >= sizeof(buf))
+        return false;
+    memcpy(buf, item, n);
+    buf[n] = '\0';
+    char *slash = strchr(buf, '/');
+    long bits = -1;
+    if (slash) {
+        char *end;
+        *slash = '\0';
+        if (!isdigit((unsigned char)slash[1]))
+            return false;
+        bits = strtol(slash + 1, &end, 10);
+        if (*end != '\0')
+            return false;
+    }
+    if (inet_pton(AF_INET, buf, bin) == 1)
+        return bits <= 32;
+    if (inet_pton(AF_INET6, buf, bin) == 1)
+        return bits <= 128;
+    return false;
+}
+
+int conf_check_addrs(const char *value, char *msg, size_t len)
+{
+    return check_list(value, msg, len, addr_ok,
+                      "an IP address or CIDR range");
 }

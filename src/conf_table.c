@@ -71,7 +71,9 @@ _Static_assert(sizeof(queue_drop_t) == sizeof(int) &&
 const option_t conf_options[] = {
     /* listeners */
     STR(bind, "0.0.0.0", FIXED, NULL,
-        "Address the MQTT TCP listener binds to."),
+        "Address every listener binds to: port (MQTT over TCP), tls_port "
+        "(MQTT over TLS), ws_port (MQTT over WebSocket), wss_port (MQTT "
+        "over secure WebSocket)."),
     INT(port, 0, 65535, "1883", FIXED,
         "TCP port of the MQTT listener; 0 = no plain TCP listener."),
     INT(tls_port, 0, 65535, "0", FIXED,
@@ -96,6 +98,33 @@ const option_t conf_options[] = {
         "OpenSSL cipher list for TLS 1.2 connections (e.g. "
         "ECDHE+AESGCM:ECDHE+CHACHA20); unset = OpenSSL's default. TLS 1.3 "
         "uses OpenSSL's default suites."),
+    INT(ws_port, 0, 65535, "0", FIXED,
+        "Port of the MQTT over WebSocket listener (8083 is usual), on the "
+        "bind address; 0 = no WebSocket listener."),
+    INT(wss_port, 0, 65535, "0", FIXED,
+        "Port of the MQTT over secure WebSocket listener (8084 is usual), "
+        "on the bind address; 0 = none. Uses the TLS listener's "
+        "certificate, key and CA keys (tls_cert_file, tls_key_file, "
+        "tls_ca_file...)."),
+    STR(ws_path, "/mqtt", FIXED, conf_check_ws_path,
+        "Request path of the WebSocket upgrade (ws_port, wss_port); any "
+        "other path is answered 404. A query string is ignored."),
+    STR(ws_allowed_origins, NULL, RELOAD, conf_check_origins,
+        "Comma-separated Origin values (e.g. https://app.example.com) a "
+        "WebSocket upgrade may carry; another origin is refused (403). A "
+        "request without Origin (not a browser) is accepted; unset = any "
+        "origin."),
+    STR(ws_trusted_proxies, NULL, RELOAD, conf_check_addrs,
+        "Comma-separated addresses or CIDR ranges of reverse proxies in "
+        "front of the WebSocket listeners: for a connection from one of "
+        "them, the client address (logs, auth requests) is taken from "
+        "X-Forwarded-For (the right-most address that is not itself a "
+        "trusted proxy); unset = X-Forwarded-For is ignored."),
+    SIZE(ws_max_frame_size, 0, 2147483647, "0", FIXED,
+        "Largest WebSocket frame a client may send, in bytes (k, m, g "
+        "suffixes); a larger one closes the connection (1009). MQTT "
+        "packets may span frames and a frame may carry several. 0 = "
+        "max_packet_size + 64k."),
 
     /* logging */
     LOGLEVEL(log_level, "info", RELOAD,

@@ -84,6 +84,13 @@ typedef struct sl_conf {
     bool tls_require_client_cert;    /* false (needs tls_ca_file) */
     tls_min_version_t tls_min_version; /* tls1.2 */
     char *tls_ciphers;               /* TLS <= 1.2 list; NULL = OpenSSL's */
+    int ws_port;                     /* 0 = no WebSocket listener (8083) */
+    int wss_port;                    /* 0 = no secure WebSocket (8084) */
+    char *ws_path;                   /* "/mqtt": the upgrade's request path */
+    char *ws_allowed_origins;        /* comma list; NULL = any Origin */
+    char *ws_trusted_proxies;        /* comma list of addresses/CIDRs whose
+                                        X-Forwarded-For is used; NULL = none */
+    uint32_t ws_max_frame_size;      /* 0 = max_packet_size + 64 KiB */
 
     /* logging */
     int log_level;                   /* SL_LOG_* (log.h); "info" */

@@ -258,9 +258,11 @@ void sess_on_transport_closed(sess_t *s, const char *why)
 static size_t on_conn_input(void *owner, const uint8_t *p, size_t n)
 {
     sess_t *s = owner;
+    sess_ref(s); /* a packet may end the session while it is fed */
     size_t used = sess_feed(s, p, n);
     if (s->conn && (s->paused || s->state == SESS_CLAIMING))
         conn_pause(s->conn);
+    sess_unref(&s);
     return used;
 }
 

@@ -63,7 +63,7 @@ void sys_publish(broker_t *b)
     sys_u64(b, "store/errors", st->store_errors);
     sys_u64(b, "store/ready", store_ready(b->store));
     sys_u64(b, "protocol/errors", st->protocol_errors);
-    if (b->conf->tls_port)
+    if (b->conf->tls_port || b->conf->wss_port)
         sys_u64(b, "tls/handshake_errors",
                 net_stats(b->net)->tls_handshake_errors);
     if (b->cluster) {

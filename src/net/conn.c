@@ -1,6 +1,6 @@
 /*
- * conn.c - the transport of one client (TCP, or TLS over TCP), kept small
- * for idle clients.
+ * conn.c - the transport of one client (TCP, TLS over TCP, WebSocket over
+ * either), kept small for idle clients.
  *
  * A connection is a socket, one embedded libevent event and two evbuffers
  * that exist only while they hold bytes: an idle client costs the event and
@@ -35,12 +35,16 @@
  * covers CONNECT; a failure closes the connection (CONN_END_HANDSHAKE), is
  * logged and counted (net_stats, $SYS/broker/tls/handshake_errors).
  *
+ * WebSocket (ws_port, and wss_port over TLS) is a third variant: ws.c
+ * decodes frames in the read buffer before the owner sees the bytes and
+ * frames the owner's output when it is written (see ws.h).
+ *
  * Lifetime: the owner frees the connection (conn_free), usually from its
  * `closed` callback, which may run inside one of the connection's own
  * calls; the struct is then freed when the outermost of them returns
  * (`busy`), and every call checks `ended` after a callback.
  */
-#include "net_int.h"
+#include "conn_int.h"
 
 #include "starling/log.h"
 #include "tls.h"
@@ -48,7 +52,6 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/event_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,47 +62,6 @@
 #define READ_CHUNK 16384
 /* A connection closing waits this long for its peer to read the output. */
 #define CLOSE_FLUSH_SECONDS 10
-
-struct conn {
-    net_t *net;
-    const conn_ops_t *ops;
-    void *owner;
-    const char *peer;            /* the owner's string, for logs */
-    evutil_socket_t fd;
-    struct event ev;             /* EV_READ (+EV_WRITE while blocked) */
-    struct evbuffer *in;         /* input kept; NULL when empty */
-    struct evbuffer *out;        /* pending output; NULL when empty */
-    struct conn *next_dirty;
-    struct timeval timeout;
-    uint16_t busy;               /* nesting of the connection's own calls */
-    bool has_timeout;
-    bool reading;
-    bool paused;                 /* the owner wants no input for now */
-    bool want_write;
-    bool dirty;
-    bool closing;                /* close once `out` is written */
-    bool lingering;              /* `out` written: input discarded until
-                                  * EOF or close_linger ms */
-    bool ended;                  /* `closed` was called */
-    bool freed;                  /* conn_free() while busy */
-    bool added;
-    bool tls;                    /* this is a tls_conn_t */
-};
-
-/* The TLS variant (allocated only for clients of the TLS listener). */
-typedef struct tls_conn {
-    struct conn c;
-    SSL *ssl;
-    bool ready;                  /* handshake done */
-    bool failed;                 /* fatal TLS error: no close_notify */
-    bool read_wants_write;       /* SSL_read waits for EV_WRITE */
-    bool write_wants_read;       /* SSL_write waits for EV_READ */
-} tls_conn_t;
-
-static inline tls_conn_t *tls_of(conn_t *c)
-{
-    return c->tls ? (tls_conn_t *)c : NULL;
-}
 
 static void on_io(evutil_socket_t fd, short what, void *arg);
 
@@ -141,8 +103,7 @@ static bool leave(conn_t *c)
     return alive;
 }
 
-/* Tell the owner, once, that the connection is over. */
-static void end(conn_t *c, conn_end_t how, const char *why)
+void conn_end(conn_t *c, conn_end_t how, const char *why)
 {
     if (c->ended)
         return;
@@ -178,6 +139,33 @@ conn_t *conn_new_tls(net_t *n, evutil_socket_t fd, SSL_CTX *ctx)
     return &t->c;
 }
 
+/* A WebSocket connection, over TLS when ctx is set. */
+conn_t *conn_new_ws(net_t *n, evutil_socket_t fd, SSL_CTX *ctx)
+{
+    conn_t *c;
+    if (ctx) {
+        wss_conn_t *w = calloc(1, sizeof(*w));
+        if (!w)
+            return NULL;
+        w->t.ssl = tls_new(ctx, fd);
+        if (!w->t.ssl) {
+            free(w);
+            return NULL;
+        }
+        c = &w->t.c;
+        c->tls = true;
+    } else {
+        ws_conn_t *w = calloc(1, sizeof(*w));
+        if (!w)
+            return NULL;
+        c = &w->c;
+    }
+    c->net = n;
+    c->fd = fd;
+    c->ws = true;
+    return c;
+}
+
 void conn_attach(conn_t *c, const conn_ops_t *ops, void *owner,
                  const char *peer)
 {
@@ -188,6 +176,8 @@ void conn_attach(conn_t *c, const conn_ops_t *ops, void *owner,
 
 const char *conn_kind(const conn_t *c)
 {
+    if (c->ws)
+        return c->tls ? "wss" : "ws";
     return c->tls ? "tls" : "tcp";
 }
 
@@ -217,6 +207,8 @@ void conn_free(conn_t *c)
     if (c->out)
         evbuffer_free(c->out);
     c->in = c->out = NULL;
+    if (c->ws)
+        ws_release(c);
     tls_conn_t *t = tls_of(c);
     if (t)
         tls_free(t->ssl, t->ready && !t->failed);
@@ -245,7 +237,7 @@ void conn_set_timeout(conn_t *c, uint64_t ms)
 
 /* ---- output ------------------------------------------------------------ */
 
-static void mark_dirty(conn_t *c)
+void conn_mark_dirty(conn_t *c)
 {
     if (c->dirty || c->want_write)
         return;
@@ -255,11 +247,18 @@ static void mark_dirty(conn_t *c)
     net_flush_soon(c->net);
 }
 
-static struct evbuffer *out_buf(conn_t *c)
+struct evbuffer *conn_wire(conn_t *c)
 {
     if (!c->out)
         c->out = evbuffer_new();
     return c->out;
+}
+
+/* Where the owner's output goes: `out`, or for WebSocket the output that
+ * is framed when written. */
+static struct evbuffer *out_buf(conn_t *c)
+{
+    return c->ws ? ws_out_buf(c) : conn_wire(c);
 }
 
 void conn_write(conn_t *c, const void *p, size_t n)
@@ -269,7 +268,7 @@ void conn_write(conn_t *c, const void *p, size_t n)
     struct evbuffer *out = out_buf(c);
     if (!out || evbuffer_add(out, p, n) != 0)
         return;
-    mark_dirty(c);
+    conn_mark_dirty(c);
 }
 
 void conn_write_ref(conn_t *c, const void *p, size_t n,
@@ -280,12 +279,13 @@ void conn_write_ref(conn_t *c, const void *p, size_t n,
         cleanup(p, n, arg);
         return;
     }
-    mark_dirty(c);
+    conn_mark_dirty(c);
 }
 
 size_t conn_out_len(const conn_t *c)
 {
-    return c->out ? evbuffer_get_length(c->out) : 0;
+    return (c->out ? evbuffer_get_length(c->out) : 0) +
+           (c->ws ? ws_pending_len(c) : 0);
 }
 
 /* Outcome of pushing `out` into the socket. */
@@ -355,7 +355,7 @@ static enum push push_tls(conn_t *c, char *why, size_t len)
 static bool linger(conn_t *c)
 {
     int ms = c->net->conf->close_linger;
-    if (ms <= 0 || c->lingering)
+    if (ms <= 0 || c->lingering || (c->ws && !ws_wants_linger(c)))
         return false;
     if (!c->tls)
         shutdown(c->fd, SHUT_WR);
@@ -369,19 +369,59 @@ static bool linger(conn_t *c)
     return true;
 }
 
+/* The close is complete (`how`: DONE or STALLED). When the WebSocket layer
+ * started it (a client close, a protocol error), the owner learns that
+ * instead. */
+static void end_closed(conn_t *c, conn_end_t how)
+{
+    char why[200];
+    if (c->ws && ws_closed_here(c, &how, why, sizeof(why)))
+        conn_end(c, how, why[0] ? why : NULL);
+    else
+        conn_end(c, how, NULL);
+}
+
+/* One read of a lingering connection: > 0 bytes, 0 at EOF or an error,
+ * -1 when nothing more is there now. A WebSocket connection over TLS reads
+ * through OpenSSL, to see the client's close frame. */
+static ssize_t linger_chunk(conn_t *c, uint8_t *buf, size_t len)
+{
+    tls_conn_t *t = tls_of(c);
+    if (c->ws && t && t->ready && !t->failed) {
+        char err[160];
+        size_t n = 0;
+        switch (tls_read(t->ssl, buf, len, &n, err, sizeof(err))) {
+        case TLS_IO_OK:
+            return (ssize_t)n;
+        case TLS_IO_WANT_READ:
+        case TLS_IO_WANT_WRITE: /* rare: the linger deadline ends it */
+            return -1;
+        case TLS_IO_ERROR:
+            t->failed = true;
+            return 0;
+        case TLS_IO_EOF:
+            return 0;
+        }
+    }
+    ssize_t n = read(c->fd, buf, len);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return -1;
+    return n < 0 ? 0 : n;
+}
+
+/* Input of a lingering connection is discarded until EOF; a WebSocket
+ * client's close frame (the close handshake done) ends it at once. */
 static void linger_read(conn_t *c)
 {
     uint8_t buf[4096];
     for (int i = 0; i < 64; i++) {
-        ssize_t n = read(c->fd, buf, sizeof(buf));
-        if (n > 0)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
-                      errno == EINTR))
+        ssize_t n = linger_chunk(c, buf, sizeof(buf));
+        if (n < 0)
             return;
-        break; /* EOF or error: the client is gone */
+        if (n == 0 || (c->ws && ws_linger_input(c, buf, (size_t)n)))
+            break; /* the client is gone, or said goodbye */
     }
-    end(c, CONN_END_DONE, NULL);
+    end_closed(c, CONN_END_DONE);
 }
 
 /* Write what can be written now. Returns false when the connection ended
@@ -389,12 +429,14 @@ static void linger_read(conn_t *c)
 static bool write_out(conn_t *c)
 {
     char why[200];
+    if (c->ws)
+        ws_seal(c);
     enum push r = c->tls ? push_tls(c, why, sizeof(why))
                          : push_plain(c, why, sizeof(why));
     if (r == PUSH_BLOCKED)
         return true;
     if (r == PUSH_FAILED) {
-        end(c, CONN_END_ERROR, why);
+        conn_end(c, CONN_END_ERROR, why);
         return false;
     }
     if (c->out) {
@@ -407,7 +449,7 @@ static bool write_out(conn_t *c)
     }
     if (c->closing) {
         if (!linger(c))
-            end(c, CONN_END_DONE, NULL);
+            end_closed(c, CONN_END_DONE);
         return false;
     }
     return true;
@@ -436,9 +478,11 @@ void conn_close(conn_t *c)
         return;
     c->reading = false;
     c->has_timeout = false;
+    if (c->ws)
+        ws_closing(c);
     c->closing = true;
     if (!conn_out_len(c)) {
-        end(c, CONN_END_DONE, NULL);
+        conn_end(c, CONN_END_DONE, NULL);
         return;
     }
     /* Bound the wait for a client that never reads. */
@@ -446,7 +490,7 @@ void conn_close(conn_t *c)
     c->timeout.tv_sec = CLOSE_FLUSH_SECONDS;
     c->timeout.tv_usec = 0;
     rearm(c);
-    mark_dirty(c);
+    conn_mark_dirty(c);
 }
 
 /* ---- input ------------------------------------------------------------- */
@@ -490,6 +534,8 @@ void conn_resume(conn_t *c)
         c->reading = true;
         rearm(c);
     }
+    if (c->ws && !c->ended && !c->paused)
+        ws_resumed(c);
     /* Records OpenSSL already read are not signalled by the socket. */
     tls_conn_t *t = tls_of(c);
     if (!c->ended && c->reading && t && t->ready && tls_pending(t->ssl))
@@ -497,13 +543,11 @@ void conn_resume(conn_t *c)
     leave(c);
 }
 
-/* Hand n bytes just read to the owner, keeping what it did not use.
- * Returns false when the connection ended, closes or paused. */
-static bool take_input(conn_t *c, const uint8_t *buf, size_t n)
+bool conn_take_input(conn_t *c, const uint8_t *buf, size_t n)
 {
     if (c->in) {
         if (evbuffer_add(c->in, buf, n) != 0) {
-            end(c, CONN_END_ERROR, "out of memory");
+            conn_end(c, CONN_END_ERROR, "out of memory");
             return false;
         }
         return feed_kept(c) && !c->paused;
@@ -514,14 +558,14 @@ static bool take_input(conn_t *c, const uint8_t *buf, size_t n)
     if (used < n) {
         c->in = evbuffer_new();
         if (!c->in || evbuffer_add(c->in, buf + used, n - used)) {
-            end(c, CONN_END_ERROR, "out of memory");
+            conn_end(c, CONN_END_ERROR, "out of memory");
             return false;
         }
     }
     return !c->paused;
 }
 
-static conn_end_t eof_kind(const conn_t *c)
+conn_end_t conn_eof_kind(const conn_t *c)
 {
     return c->in ? CONN_END_EOF_PARTIAL : CONN_END_EOF;
 }
@@ -531,15 +575,18 @@ static void on_readable(conn_t *c)
     uint8_t buf[READ_CHUNK];
     ssize_t n = read(c->fd, buf, sizeof(buf));
     if (n == 0) {
-        end(c, eof_kind(c), NULL);
+        conn_end(c, conn_eof_kind(c), NULL);
         return;
     }
     if (n < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            end(c, CONN_END_ERROR, "connection error");
+            conn_end(c, CONN_END_ERROR, "connection error");
         return;
     }
-    take_input(c, buf, (size_t)n);
+    if (c->ws)
+        ws_input(c, buf, (size_t)n);
+    else
+        conn_take_input(c, buf, (size_t)n);
 }
 
 /* Decrypt and feed until OpenSSL has nothing more already read (the socket
@@ -553,7 +600,7 @@ static void on_readable_tls(conn_t *c)
         size_t n = 0;
         switch (tls_read(t->ssl, buf, sizeof(buf), &n, err, sizeof(err))) {
         case TLS_IO_OK:
-            if (!take_input(c, buf, n))
+            if (!(c->ws ? ws_input(c, buf, n) : conn_take_input(c, buf, n)))
                 return;
             break;
         case TLS_IO_WANT_READ:
@@ -564,12 +611,12 @@ static void on_readable_tls(conn_t *c)
             rearm(c);
             return;
         case TLS_IO_EOF:
-            end(c, eof_kind(c), NULL);
+            conn_end(c, conn_eof_kind(c), NULL);
             return;
         case TLS_IO_ERROR:
             t->failed = true;
             snprintf(why, sizeof(why), "TLS error: %s", err);
-            end(c, CONN_END_ERROR, why);
+            conn_end(c, CONN_END_ERROR, why);
             return;
         }
     } while (c->reading && tls_pending(t->ssl));
@@ -585,7 +632,7 @@ static void handshake_failed(conn_t *c, tls_io_t r, const char *err)
         log_debug("TLS handshake with %s: closed by the client", c->peer);
     else
         log_info("TLS handshake with %s failed: %s, closing", c->peer, err);
-    end(c, CONN_END_HANDSHAKE, NULL);
+    conn_end(c, CONN_END_HANDSHAKE, NULL);
 }
 
 static void handshake_step(conn_t *c)
@@ -619,12 +666,12 @@ static void on_timeout(conn_t *c)
 {
     tls_conn_t *t = tls_of(c);
     if (c->lingering)
-        end(c, CONN_END_DONE, NULL);
+        end_closed(c, CONN_END_DONE);
     else if (t && !t->ready)
         handshake_failed(c, TLS_IO_ERROR,
                          "no handshake within connect_timeout");
     else if (c->closing)
-        end(c, CONN_END_STALLED, NULL);
+        end_closed(c, CONN_END_STALLED);
     else
         c->ops->timeout(c->owner);
 }

@@ -1,12 +1,15 @@
 /*
  * net.c - what the connections of one node share: the listeners (plain
- * TCP on bind:port, TLS on bind:tls_port, each handing every accepted
- * socket to the accept callback as a conn_t; a TLS client's connection is
- * the TLS variant, on the listener's SSL_CTX built once at start: a
- * missing or unreadable certificate or key stops the start), and the
- * flush list written once at the end of each loop iteration.
+ * TCP on bind:port, TLS on bind:tls_port, WebSocket on bind:ws_port and
+ * WebSocket over TLS on bind:wss_port, each handing every accepted socket
+ * to the accept callback as a conn_t; a TLS client's connection is the
+ * TLS variant, on the SSL_CTX built once at start for tls_port and
+ * wss_port: a missing or unreadable certificate or key stops the start; a
+ * WebSocket client's is the WebSocket variant, which the net keeps until
+ * its HTTP upgrade is done), and the flush list written once at the end of
+ * each loop iteration.
  */
-#include "net_int.h"
+#include "conn_int.h"
 
 #include "starling/err.h"
 #include "starling/log.h"
@@ -42,35 +45,58 @@ static void peer_name(const struct sockaddr *sa, char *out, size_t len)
     }
 }
 
-/* A new client on either listener; ctx is the TLS listener's or NULL. */
+/* A new client on any listener; ctx is the TLS context (tls_port,
+ * wss_port) or NULL; ws for the WebSocket listeners, whose connections
+ * reach the accept callback after their upgrade (ws.c). */
 static void accept_client(net_t *n, evutil_socket_t fd, struct sockaddr *sa,
-                          SSL_CTX *ctx)
+                          SSL_CTX *ctx, bool ws)
 {
+    static const char *const kinds[2][2] = {{"TCP", "TLS"},
+                                            {"WebSocket",
+                                             "secure WebSocket"}};
     char peer[64];
     peer_name(sa, peer, sizeof(peer));
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    conn_t *c = ctx ? conn_new_tls(n, fd, ctx) : conn_new_plain(n, fd);
+    conn_t *c = ws    ? conn_new_ws(n, fd, ctx)
+                : ctx ? conn_new_tls(n, fd, ctx)
+                      : conn_new_plain(n, fd);
     if (!c) {
         log_warning("connection from %s refused: out of memory", peer);
         evutil_closesocket(fd);
         return;
     }
-    log_debug("%s connection from %s", ctx ? "TLS" : "TCP", peer);
-    n->accept(n->accept_arg, c, peer);
+    log_debug("%s connection from %s", kinds[ws][ctx != NULL], peer);
+    if (ws)
+        ws_begin(c, peer);
+    else
+        n->accept(n->accept_arg, c, peer);
 }
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
                       struct sockaddr *sa, int salen, void *arg)
 {
-    accept_client(arg, fd, sa, NULL);
+    accept_client(arg, fd, sa, NULL, false);
 }
 
 static void on_accept_tls(struct evconnlistener *l, evutil_socket_t fd,
                           struct sockaddr *sa, int salen, void *arg)
 {
     net_t *n = arg;
-    accept_client(n, fd, sa, n->tls_ctx);
+    accept_client(n, fd, sa, n->tls_ctx, false);
+}
+
+static void on_accept_ws(struct evconnlistener *l, evutil_socket_t fd,
+                         struct sockaddr *sa, int salen, void *arg)
+{
+    accept_client(arg, fd, sa, NULL, true);
+}
+
+static void on_accept_wss(struct evconnlistener *l, evutil_socket_t fd,
+                          struct sockaddr *sa, int salen, void *arg)
+{
+    net_t *n = arg;
+    accept_client(n, fd, sa, n->tls_ctx, true);
 }
 
 static void on_accept_error(struct evconnlistener *l, void *arg)
@@ -140,7 +166,7 @@ int net_listen(net_t *n)
 {
     const sl_conf_t *c = n->conf;
     int rc;
-    if (c->tls_port) {
+    if (c->tls_port || c->wss_port) {
         char err[512];
         rc = tls_ctx_new(c, &n->tls_ctx, err, sizeof(err));
         if (rc != SL_OK) {
@@ -153,31 +179,45 @@ int net_listen(net_t *n)
         if (rc != SL_OK)
             return rc;
     }
-    if (c->tls_port)
-        return bind_one(n, c->tls_port, on_accept_tls, "MQTT over TLS",
-                        &n->tls);
+    if (c->tls_port) {
+        rc = bind_one(n, c->tls_port, on_accept_tls, "MQTT over TLS",
+                      &n->tls);
+        if (rc != SL_OK)
+            return rc;
+    }
+    if (c->ws_port) {
+        rc = bind_one(n, c->ws_port, on_accept_ws, "MQTT over WebSocket",
+                      &n->ws);
+        if (rc != SL_OK)
+            return rc;
+    }
+    if (c->wss_port)
+        return bind_one(n, c->wss_port, on_accept_wss,
+                        "MQTT over secure WebSocket", &n->wss);
     return SL_OK;
 }
 
 void net_enable(net_t *n)
 {
-    if (n->tcp)
-        evconnlistener_enable(n->tcp);
-    if (n->tls)
-        evconnlistener_enable(n->tls);
+    struct evconnlistener *all[] = {n->tcp, n->tls, n->ws, n->wss};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        if (all[i])
+            evconnlistener_enable(all[i]);
 }
 
-/* Connections already accepted keep their reference to the SSL_CTX. */
+/* Connections already accepted keep their reference to the SSL_CTX; those
+ * still in their WebSocket upgrade are closed. */
 void net_unlisten(net_t *n)
 {
-    if (n->tcp) {
-        evconnlistener_free(n->tcp);
-        n->tcp = NULL;
+    struct evconnlistener **all[] = {&n->tcp, &n->tls, &n->ws, &n->wss};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        if (*all[i]) {
+            evconnlistener_free(*all[i]);
+            *all[i] = NULL;
+        }
     }
-    if (n->tls) {
-        evconnlistener_free(n->tls);
-        n->tls = NULL;
-    }
+    while (n->upgrading)
+        conn_free(n->upgrading);
     if (n->tls_ctx) {
         tls_ctx_free(n->tls_ctx);
         n->tls_ctx = NULL;

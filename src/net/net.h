@@ -7,17 +7,19 @@
  *   net_new()          what every connection of a node shares: the loop,
  *                      the flush list (one write per client per loop
  *                      iteration), the listeners and the TLS context
- *   net_listen()       bind the plain and TLS listeners (accepting starts
- *                      with net_enable)
+ *   net_listen()       bind the TCP, TLS, WebSocket and secure WebSocket
+ *                      listeners (accepting starts with net_enable)
  *   accept callback    a new conn_t: the owner attaches to it with
- *                      conn_attach() and conn_start(), or frees it
+ *                      conn_attach() and conn_start(), or frees it (a
+ *                      WebSocket connection comes after its HTTP upgrade)
  *   conn_ops_t         bytes in, closed, timed out: the owner's callbacks
  *   conn_write*()      output, leaves at the end of the loop iteration
  *   conn_pause()       stop handing input (kept, bounded by the socket)
  *   conn_resume()      hand what was kept, then read again
  *   conn_close()       close once the output is written (then linger)
  *
- * TCP and TLS are two implementations behind the same conn_t.
+ * TCP, TLS, WebSocket and WebSocket over TLS are implementations behind
+ * the same conn_t: the owner reads and writes the MQTT byte stream.
  */
 #ifndef STARLING_NET_H
 #define STARLING_NET_H
@@ -60,7 +62,10 @@ typedef struct net_stats {
 } net_stats_t;
 
 /* A new connection from a listener: attach (conn_attach + conn_start) or
- * refuse (conn_free). `peer` is "address:port", valid during the call. */
+ * refuse (conn_free). `peer` is "address:port", valid during the call.
+ * A WebSocket connection is handed over once its upgrade is answered (101);
+ * when its TCP peer is in ws_trusted_proxies, `peer` is then the client
+ * address the proxy forwards (X-Forwarded-For) with the TCP peer's port. */
 typedef void (*net_accept_fn)(void *arg, conn_t *c, const char *peer);
 
 /* conf is read when used (close_linger is reloadable) and must outlive
@@ -69,12 +74,14 @@ net_t *net_new(struct event_base *base, const sl_conf_t *conf,
                net_accept_fn accept, void *arg);
 /* Stop the listeners; connections are freed by their owners first. */
 void net_free(net_t *n);
-/* Bind `port` and, when set, `tls_port` on `bind` (SL_EIO when a port is
- * taken; SL_EINVAL for an unusable certificate or key). */
+/* Bind `port` and, when set, `tls_port`, `ws_port` and `wss_port` on
+ * `bind` (SL_EIO when a port is taken; SL_EINVAL for an unusable
+ * certificate or key). */
 int net_listen(net_t *n);
 /* Accept clients from now on. */
 void net_enable(net_t *n);
-/* Close the listeners (accepted connections keep working). */
+/* Close the listeners (accepted connections keep working; WebSocket
+ * connections still in their upgrade are closed). */
 void net_unlisten(net_t *n);
 const net_stats_t *net_stats(const net_t *n);
 
@@ -85,7 +92,7 @@ void conn_attach(conn_t *c, const conn_ops_t *ops, void *owner,
 /* Start reading, with `first_timeout_ms` as the first deadline (the TLS
  * handshake and the first packet). */
 void conn_start(conn_t *c, uint64_t first_timeout_ms);
-/* "tcp" or "tls". */
+/* "tcp", "tls", "ws" or "wss" (the auth endpoint's `listener`). */
 const char *conn_kind(const conn_t *c);
 /* Deadline for input in ms (keepalive); 0 = none. */
 void conn_set_timeout(conn_t *c, uint64_t ms);
@@ -97,9 +104,9 @@ void conn_write_ref(conn_t *c, const void *p, size_t n,
 size_t conn_out_len(const conn_t *c);
 void conn_pause(conn_t *c);
 void conn_resume(conn_t *c);
-/* Close once the output is written: the write side is shut and input is
- * discarded for close_linger ms (the peer reads why, not a reset), then
- * `closed` with CONN_END_DONE. */
+/* Close once the output is written (WebSocket: then a close frame, 1000):
+ * the write side is shut and input is discarded for close_linger ms (the
+ * peer reads why, not a reset), then `closed` with CONN_END_DONE. */
 void conn_close(conn_t *c);
 /* Close the socket and free (deferred while the connection is inside one
  * of its own calls). The owner drops its pointer. */

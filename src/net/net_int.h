@@ -19,7 +19,11 @@ struct net {
     void *accept_arg;
     struct evconnlistener *tcp;      /* port */
     struct evconnlistener *tls;      /* tls_port */
-    SSL_CTX *tls_ctx;                /* the TLS listener's */
+    struct evconnlistener *ws;       /* ws_port */
+    struct evconnlistener *wss;      /* wss_port */
+    SSL_CTX *tls_ctx;                /* the TLS and WSS listeners' */
+    conn_t *upgrading;               /* WebSocket connections before their
+                                      * upgrade (owned by the net) */
     conn_t *dirty;                   /* connections with new output */
     struct event *flush;             /* writes them at the end of the
                                       * loop iteration */
@@ -30,6 +34,8 @@ struct net {
 conn_t *conn_new_plain(net_t *n, evutil_socket_t fd);
 /* NULL when out of memory (the fd is then not closed). */
 conn_t *conn_new_tls(net_t *n, evutil_socket_t fd, SSL_CTX *ctx);
+/* A WebSocket connection, over TLS when ctx is set; NULL as above. */
+conn_t *conn_new_ws(net_t *n, evutil_socket_t fd, SSL_CTX *ctx);
 /* Write every connection on the flush list. */
 void conn_flush_list(net_t *n);
 

@@ -48,11 +48,12 @@ static void ssl_reason(char *err, size_t errlen, const char *fallback)
 }
 
 /* Can the file be opened for reading? Gives a message naming the key. */
-static int check_file(const char *key, const char *path, char *err,
-                      size_t errlen)
+static int check_file(const sl_conf_t *c, const char *key, const char *path,
+                      char *err, size_t errlen)
 {
     if (!path) {
-        snprintf(err, errlen, "tls_port is set but %s is not", key);
+        snprintf(err, errlen, "%s is set but %s is not",
+                 c->tls_port ? "tls_port" : "wss_port", key);
         return SL_EINVAL;
     }
     FILE *f = fopen(path, "r");
@@ -69,8 +70,8 @@ static int load_files(SSL_CTX *ctx, const sl_conf_t *c, char *err,
                       size_t errlen)
 {
     char why[160];
-    if (check_file("tls_cert_file", c->tls_cert_file, err, errlen) ||
-        check_file("tls_key_file", c->tls_key_file, err, errlen))
+    if (check_file(c, "tls_cert_file", c->tls_cert_file, err, errlen) ||
+        check_file(c, "tls_key_file", c->tls_key_file, err, errlen))
         return SL_EINVAL;
     if (SSL_CTX_use_certificate_chain_file(ctx, c->tls_cert_file) != 1) {
         ssl_reason(why, sizeof(why), "unknown error");
@@ -110,7 +111,7 @@ static int load_client_ca(SSL_CTX *ctx, const sl_conf_t *c, char *err,
         }
         return SL_OK;
     }
-    if (check_file("tls_ca_file", c->tls_ca_file, err, errlen))
+    if (check_file(c, "tls_ca_file", c->tls_ca_file, err, errlen))
         return SL_EINVAL;
     STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(c->tls_ca_file);
     if (SSL_CTX_load_verify_locations(ctx, c->tls_ca_file, NULL) != 1 ||

@@ -66,14 +66,17 @@ class Client:
     whenever the connection drops, until disconnect() or close().
 
     .connects holds session_present of every accepted CONNACK,
-    .disconnects counts the connections lost or closed."""
+    .disconnects counts the connections lost or closed. transport=
+    "websockets" speaks MQTT over WebSocket (paho's ws_set_options() sets
+    the path)."""
 
     TIMEOUT = 5.0  # default of every wait, in seconds
     RECONNECT_DELAY = 1.0
     _n = 0
 
     def __init__(self, on, client_id=None, protocol="311",
-                 clean_session=True, manual_ack=False, reconnect=False):
+                 clean_session=True, manual_ack=False, reconnect=False,
+                 transport="tcp"):
         Client._n += 1
         if client_id is None:
             client_id = f"t{Client._n}-{uuid.uuid4().hex[:10]}"
@@ -89,7 +92,8 @@ class Client:
                                 client_id=client_id,
                                 protocol=PROTOCOLS[protocol],
                                 reconnect_on_failure=False,
-                                manual_ack=manual_ack, **kw)
+                                manual_ack=manual_ack, transport=transport,
+                                **kw)
         self.messages = queue.Queue()
         self.connacks = queue.Queue()
         self.connects = []

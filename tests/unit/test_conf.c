@@ -153,6 +153,52 @@ Test(conf, tls_keys)
     cr_assert_null(c.tls_cert_file, "an empty value unsets it");
 }
 
+Test(conf, ws_keys)
+{
+    cr_assert_eq(c.ws_port, 0);
+    cr_assert_eq(c.wss_port, 0);
+    cr_assert_str_eq(c.ws_path, "/mqtt");
+    cr_assert_null(c.ws_allowed_origins);
+    cr_assert_null(c.ws_trusted_proxies);
+    cr_assert_eq(c.ws_max_frame_size, 0);
+    cr_assert_eq(conf_set(&c, "ws_port", "8083", err, sizeof(err)), SL_OK);
+    cr_assert_eq(conf_set(&c, "wss_port", "8084", err, sizeof(err)), SL_OK);
+    cr_assert_eq(c.ws_port + c.wss_port, 8083 + 8084);
+    cr_assert_eq(conf_set(&c, "ws_path", "/ws/mqtt", err, sizeof(err)),
+                 SL_OK);
+    cr_assert_str_eq(c.ws_path, "/ws/mqtt");
+    assert_set_fails("ws_path", "mqtt",
+                     "ws_path: expected a path starting with '/', got "
+                     "'mqtt'");
+    assert_set_fails("ws_path", "/a b",
+                     "ws_path: character ' ' not allowed in a path: '/a b'");
+    assert_set_fails("ws_path", "", "ws_path: empty value");
+    cr_assert_eq(conf_set(&c, "ws_allowed_origins",
+                          "https://a.example, http://localhost:8080", err,
+                          sizeof(err)),
+                 SL_OK, "%s", err);
+    assert_set_fails("ws_allowed_origins", "https://a,,b",
+                     "ws_allowed_origins: not an origin: ''");
+    cr_assert_eq(conf_set(&c, "ws_trusted_proxies",
+                          "127.0.0.1, 10.0.0.0/8,::1,fd00::/8", err,
+                          sizeof(err)),
+                 SL_OK, "%s", err);
+    assert_set_fails("ws_trusted_proxies", "10.0.0.0/33",
+                     "ws_trusted_proxies: not an IP address or CIDR range: "
+                     "'10.0.0.0/33'");
+    assert_set_fails("ws_trusted_proxies", "proxy.local",
+                     "ws_trusted_proxies: not an IP address or CIDR range: "
+                     "'proxy.local'");
+    assert_set_fails("ws_trusted_proxies", "::1/",
+                     "ws_trusted_proxies: not an IP address or CIDR range: "
+                     "'::1/'");
+    cr_assert_eq(conf_set(&c, "ws_max_frame_size", "2m", err, sizeof(err)),
+                 SL_OK);
+    cr_assert_eq(c.ws_max_frame_size, 2u << 20);
+    cr_assert(conf_key_reloadable("ws_allowed_origins"));
+    cr_assert_not(conf_key_reloadable("ws_port"));
+}
+
 Test(conf, set_int)
 {
     cr_assert_eq(conf_set(&c, "port", "8883", err, sizeof(err)), SL_OK);
@@ -697,7 +743,7 @@ Test(conf, print_file_settings_are_the_defaults)
                      SL_OK, "%s", err);
         settings++;
     }
-    cr_assert_eq(settings, 53, "one setting per key");
+    cr_assert_eq(settings, 59, "one setting per key");
     cr_assert_eq(d.port, c.port);
     cr_assert_eq(d.max_qos, c.max_qos);
     cr_assert_str_eq(d.bind, c.bind);
