@@ -167,6 +167,22 @@ static bool origin_ok(const char *item, size_t n)
     return true;
 }
 
+/* A listener name of the proxy_protocol key. */
+static bool listener_ok(const char *item, size_t n)
+{
+    static const char *const names[] = {"tcp", "tls", "ws", "wss"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strlen(names[i]) == n && !memcmp(names[i], item, n))
+            return true;
+    return false;
+}
+
+int conf_check_listeners(const char *value, char *msg, size_t len)
+{
+    return check_list(value, msg, len, listener_ok,
+                      "a listener (tcp, tls, ws, wss)");
+}
+
 int conf_check_origins(const char *value, char *msg, size_t len)
 {
     return check_list(value, msg, len, origin_ok, "an origin");

@@ -54,6 +54,7 @@ int conf_check_events(const char *value, char *msg, size_t len);
 int conf_check_filters(const char *value, char *msg, size_t len);
 int conf_check_ws_path(const char *value, char *msg, size_t len);
 int conf_check_origins(const char *value, char *msg, size_t len);
+int conf_check_listeners(const char *value, char *msg, size_t len);
 int conf_check_addrs(const char *value, char *msg, size_t len);
 
 /* Format the reason into msg; returns SL_EINVAL. */

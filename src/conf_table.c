@@ -114,6 +114,12 @@ const option_t conf_options[] = {
         "WebSocket upgrade may carry; another origin is refused (403). A "
         "request without Origin (not a browser) is accepted; unset = any "
         "origin."),
+    STR(proxy_protocol, NULL, FIXED, conf_check_listeners,
+        "Comma-separated listeners (tcp, tls, ws, wss) behind a load "
+        "balancer that sends the PROXY protocol header (v1 or v2): the "
+        "address it carries is the client's everywhere (logs, auth "
+        "requests, webhooks); a connection on such a listener without a "
+        "valid header within connect_timeout is closed. Unset = none."),
     STR(ws_trusted_proxies, NULL, RELOAD, conf_check_addrs,
         "Comma-separated addresses or CIDR ranges of reverse proxies in "
         "front of the WebSocket listeners: for a connection from one of "

@@ -88,6 +88,8 @@ typedef struct sl_conf {
     int wss_port;                    /* 0 = no secure WebSocket (8084) */
     char *ws_path;                   /* "/mqtt": the upgrade's request path */
     char *ws_allowed_origins;        /* comma list; NULL = any Origin */
+    char *proxy_protocol;            /* comma list of listeners expecting
+                                      * a PROXY header; NULL = none */
     char *ws_trusted_proxies;        /* comma list of addresses/CIDRs whose
                                         X-Forwarded-For is used; NULL = none */
     uint32_t ws_max_frame_size;      /* 0 = max_packet_size + 64 KiB */

@@ -66,6 +66,8 @@ void sys_publish(broker_t *b)
     if (b->conf->tls_port || b->conf->wss_port)
         sys_u64(b, "tls/handshake_errors",
                 net_stats(b->net)->tls_handshake_errors);
+    if (b->conf->proxy_protocol)
+        sys_u64(b, "proxy/errors", net_stats(b->net)->proxy_errors);
     if (b->cluster) {
         cluster_stats_t cs;
         cluster_stats(b->cluster, &cs);

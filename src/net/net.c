@@ -13,9 +13,12 @@
 
 #include "starling/err.h"
 #include "starling/log.h"
+#include "starling/msg.h"
+#include "proxy.h"
 #include "tls.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
@@ -48,16 +51,14 @@ static void peer_name(const struct sockaddr *sa, char *out, size_t len)
 /* A new client on any listener; ctx is the TLS context (tls_port,
  * wss_port) or NULL; ws for the WebSocket listeners, whose connections
  * reach the accept callback after their upgrade (ws.c). */
-static void accept_client(net_t *n, evutil_socket_t fd, struct sockaddr *sa,
+/* A client socket ready for its transport (after its PROXY header, when
+ * the listener expects one): the TCP, TLS or WebSocket variant. */
+static void attach_client(net_t *n, evutil_socket_t fd, const char *peer,
                           SSL_CTX *ctx, bool ws)
 {
     static const char *const kinds[2][2] = {{"TCP", "TLS"},
                                             {"WebSocket",
                                              "secure WebSocket"}};
-    char peer[64];
-    peer_name(sa, peer, sizeof(peer));
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     conn_t *c = ws    ? conn_new_ws(n, fd, ctx)
                 : ctx ? conn_new_tls(n, fd, ctx)
                       : conn_new_plain(n, fd);
@@ -71,6 +72,155 @@ static void accept_client(net_t *n, evutil_socket_t fd, struct sockaddr *sa,
         ws_begin(c, peer);
     else
         n->accept(n->accept_arg, c, peer);
+}
+
+/* ---- the PROXY protocol header ----------------------------------------- */
+
+/* A socket whose PROXY header has not fully arrived. The header is read
+ * with MSG_PEEK and only its own bytes are taken, so what follows (MQTT,
+ * a TLS ClientHello, an HTTP upgrade) stays in the socket for the
+ * transport. A load balancer sends the header in its first write, so an
+ * incomplete one is looked at again every few milliseconds rather than on
+ * every readable event (the peeked bytes keep the socket readable). */
+typedef struct proxy_wait {
+    struct proxy_wait *prev, *next;
+    net_t *n;
+    evutil_socket_t fd;
+    SSL_CTX *ctx;
+    bool ws;
+    uint64_t deadline;           /* sl_mono_ms(): connect_timeout */
+    struct event *ev;
+    char peer[64];
+} proxy_wait_t;
+
+#define PROXY_RETRY_MS 5
+
+static void proxy_wait_free(proxy_wait_t *w, bool close_fd)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        w->n->proxy_waits = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    event_free(w->ev);
+    if (close_fd)
+        evutil_closesocket(w->fd);
+    free(w);
+}
+
+static void proxy_refuse(proxy_wait_t *w, const char *why)
+{
+    w->n->stats.proxy_errors++;
+    log_info("connection from %s: %s, closing", w->peer, why);
+    proxy_wait_free(w, true);
+}
+
+static void on_proxy(evutil_socket_t fd, short what, void *arg)
+{
+    proxy_wait_t *w = arg;
+    uint8_t buf[PROXY_MAX_HEADER];
+    ssize_t k = recv(w->fd, buf, sizeof(buf), MSG_PEEK);
+    if (k == 0 || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+                   errno != EINTR)) {
+        proxy_refuse(w, "closed before its PROXY header");
+        return;
+    }
+    proxy_info_t info;
+    size_t used = 0;
+    int rc = k > 0 ? proxy_parse(buf, (size_t)k, &info, &used) : SL_AGAIN;
+    if (rc == SL_EMALFORMED) {
+        proxy_refuse(w, "invalid PROXY header");
+        return;
+    }
+    if (rc == SL_AGAIN) {
+        if (sl_mono_ms() >= w->deadline) {
+            proxy_refuse(w, "no PROXY header within connect_timeout");
+            return;
+        }
+        struct timeval tv = {0, PROXY_RETRY_MS * 1000};
+        event_del(w->ev);
+        event_assign(w->ev, w->n->base, w->fd, k > 0 ? 0 : EV_READ, on_proxy,
+                     w);
+        event_add(w->ev, &tv);
+        return;
+    }
+    /* Take exactly the header; it is in the socket, so this cannot block. */
+    if (recv(w->fd, buf, used, 0) != (ssize_t)used) {
+        proxy_refuse(w, "PROXY header could not be read");
+        return;
+    }
+    char peer[64];
+    if (info.has_addr) {
+        proxy_peer(&info, peer, sizeof(peer));
+        log_debug("connection from %s: PROXY v%d header, client %s", w->peer,
+                  info.version, peer);
+    } else {
+        snprintf(peer, sizeof(peer), "%s", w->peer);
+    }
+    net_t *n = w->n;
+    SSL_CTX *ctx = w->ctx;
+    bool ws = w->ws;
+    proxy_wait_free(w, false);
+    attach_client(n, fd, peer, ctx, ws);
+}
+
+/* Does the listener of this kind ("tcp", "tls", "ws", "wss") expect a
+ * PROXY header (the proxy_protocol key)? */
+static bool expects_proxy(const net_t *n, const char *kind)
+{
+    const char *list = n->conf->proxy_protocol;
+    size_t klen = strlen(kind);
+    for (const char *p = list; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        while (len && *p == ' ')
+            p++, len--;
+        while (len && p[len - 1] == ' ')
+            len--;
+        if (len == klen && !memcmp(p, kind, klen))
+            return true;
+        p = end ? end + 1 : p + len;
+    }
+    return false;
+}
+
+/* A new client on any listener; ctx is the TLS context (tls_port,
+ * wss_port) or NULL; ws for the WebSocket listeners, whose connections
+ * reach the accept callback after their upgrade (ws.c). */
+static void accept_client(net_t *n, evutil_socket_t fd, struct sockaddr *sa,
+                          SSL_CTX *ctx, bool ws)
+{
+    static const char *const names[2][2] = {{"tcp", "tls"}, {"ws", "wss"}};
+    char peer[64];
+    peer_name(sa, peer, sizeof(peer));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (!expects_proxy(n, names[ws][ctx != NULL])) {
+        attach_client(n, fd, peer, ctx, ws);
+        return;
+    }
+    proxy_wait_t *w = calloc(1, sizeof(*w));
+    if (w)
+        w->ev = event_new(n->base, fd, EV_READ, on_proxy, w);
+    if (!w || !w->ev) {
+        free(w);
+        log_warning("connection from %s refused: out of memory", peer);
+        evutil_closesocket(fd);
+        return;
+    }
+    w->n = n;
+    w->fd = fd;
+    w->ctx = ctx;
+    w->ws = ws;
+    w->deadline = sl_mono_ms() + (uint64_t)n->conf->connect_timeout * 1000u;
+    snprintf(w->peer, sizeof(w->peer), "%s", peer);
+    w->next = n->proxy_waits;
+    if (w->next)
+        w->next->prev = w;
+    n->proxy_waits = w;
+    struct timeval tv = {n->conf->connect_timeout, 0};
+    event_add(w->ev, &tv);
 }
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
@@ -234,6 +384,8 @@ void net_free(net_t *n)
     if (!n)
         return;
     net_unlisten(n);
+    while (n->proxy_waits)
+        proxy_wait_free(n->proxy_waits, true);
     /* Connections were freed by their owners: nothing is dirty now. */
     event_free(n->flush);
     free(n);

@@ -59,6 +59,8 @@ typedef struct conn_ops {
 
 typedef struct net_stats {
     uint64_t tls_handshake_errors;   /* TLS connections that never got up */
+    uint64_t proxy_errors;           /* connections without a valid PROXY
+                                      * header where one was expected */
 } net_stats_t;
 
 /* A new connection from a listener: attach (conn_attach + conn_start) or

@@ -27,6 +27,7 @@ struct net {
     conn_t *dirty;                   /* connections with new output */
     struct event *flush;             /* writes them at the end of the
                                       * loop iteration */
+    struct proxy_wait *proxy_waits;  /* sockets reading a PROXY header */
     net_stats_t stats;
 };
 

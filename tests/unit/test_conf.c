@@ -743,7 +743,7 @@ Test(conf, print_file_settings_are_the_defaults)
                      SL_OK, "%s", err);
         settings++;
     }
-    cr_assert_eq(settings, 59, "one setting per key");
+    cr_assert_eq(settings, 60, "one setting per key");
     cr_assert_eq(d.port, c.port);
     cr_assert_eq(d.max_qos, c.max_qos);
     cr_assert_str_eq(d.bind, c.bind);
