@@ -351,6 +351,8 @@ bool mqtt_props_subid_next(const mqtt_props_t *props, size_t *cursor,
 /* Validate UTF-8 as MQTT requires (§1.5.4): well-formed, no U+0000, no
  * surrogates. (Control characters and non-characters are allowed.) */
 bool mqtt_utf8_valid(const uint8_t *s, size_t len);
+/* The same with U+0000 allowed: well-formed UTF-8 as RFC 3629 has it. */
+bool sl_utf8_valid(const uint8_t *s, size_t len);
 
 /* The reason code a decoding error maps to (0x81 malformed, 0x82 protocol
  * error, 0x95 too large, 0x84 unsupported version...). One place. */

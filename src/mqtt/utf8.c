@@ -8,6 +8,9 @@
  *           cut short. Control characters and non-characters (U+FFFF) are
  *           allowed: the spec lets a receiver refuse them but does not oblige.
  *
+ * sl_utf8_valid() is the same check with U+0000 allowed (RFC 3629 as it
+ * is, for the WebSocket close reason).
+ *
  * Topic names are nearly always ASCII, so 8 bytes are checked at a time
  * until the first non-ASCII byte. mqtt_topic_name_scan() looks for the
  * wildcard characters '+' and '#' in the same pass.
@@ -71,12 +74,13 @@ static inline size_t multibyte(const uint8_t *s, size_t left)
 
 /* Is the next 8-byte word at s all ASCII and free of NUL? Notes wildcard
  * characters when asked to. */
-static inline bool ascii_word(const uint8_t *s, bool find_wild, bool *wild)
+static inline bool ascii_word(const uint8_t *s, bool find_wild, bool *wild,
+                              bool allow_nul)
 {
     uint64_t w;
 
     memcpy(&w, s, 8);
-    if ((w & HIGH_BITS) || has_zero(w))
+    if ((w & HIGH_BITS) || (!allow_nul && has_zero(w)))
         return false;
     if (find_wild &&
         (has_zero(w ^ ('+' * LOW_BITS)) || has_zero(w ^ ('#' * LOW_BITS))))
@@ -90,21 +94,22 @@ static inline bool ascii_word(const uint8_t *s, bool find_wild, bool *wild)
  * too. A word that fails the fast test is re-read byte by byte.
  */
 static inline bool scan(const uint8_t *s, size_t len, bool find_wild,
-                        bool *wild)
+                        bool *wild, bool allow_nul)
 {
     size_t i = 0;
 
     while (i < len) {
         if (len - i >= 8) {
-            if (ascii_word(s + i, find_wild, wild)) {
+            if (ascii_word(s + i, find_wild, wild, allow_nul)) {
                 i += 8;
                 continue;
             }
-        } else if (len >= 8 && ascii_word(s + len - 8, find_wild, wild)) {
+        } else if (len >= 8 &&
+                   ascii_word(s + len - 8, find_wild, wild, allow_nul)) {
             return true;
         }
         uint8_t c = s[i];
-        if (c == 0)
+        if (c == 0 && !allow_nul)
             return false;
         if (c < 0x80) {
             if (find_wild && (c == '+' || c == '#'))
@@ -122,14 +127,19 @@ static inline bool scan(const uint8_t *s, size_t len, bool find_wild,
 
 bool mqtt_utf8_valid(const uint8_t *s, size_t len)
 {
-    return scan(s, len, false, NULL);
+    return scan(s, len, false, NULL, false);
+}
+
+bool sl_utf8_valid(const uint8_t *s, size_t len)
+{
+    return scan(s, len, false, NULL, true);
 }
 
 int mqtt_topic_name_scan(const uint8_t *s, size_t len)
 {
     bool wild = false;
 
-    if (!scan(s, len, true, &wild))
+    if (!scan(s, len, true, &wild, false))
         return SL_EUTF8;
     return wild ? SL_ETOPIC : SL_OK;
 }
