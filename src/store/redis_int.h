@@ -49,8 +49,8 @@ typedef struct bentry {
     uint8_t qos;
 } bentry_t;
 
-/* The queue operations of this loop iteration to one slot owner (all of
- * them on a standalone server), not sent yet (see redis_queue.c). */
+/* The queue operations of this loop iteration on the keys of one slot (all
+ * of them on a standalone server), not sent yet (see redis_queue.c). */
 typedef struct batch {
     qop_t *ops;
     size_t n, cap;

@@ -38,6 +38,7 @@
 #define BATCH_BYTES (256 * 1024) /* bytes per script call (about) */
 #define BATCH_SAME 8             /* entries searched for the same message,
                                     sessions for the same client id */
+#define BATCH_KEEP 64            /* batches (slots) kept between iterations */
 
 /* ---- entries ----------------------------------------------------------- */
 
@@ -191,6 +192,17 @@ static void batch_send(rstore_t *rs, batch_t *b)
     b->replay = true;
 }
 
+/* Free what a batch holds (it holds no operation). */
+static void batch_free(batch_t *b)
+{
+    for (size_t j = 0; j < b->n_ents; j++)
+        msg_unref(&b->ents[j].msg);
+    free(b->ops);
+    free(b->sess);
+    free(b->ents);
+    free(b->cids);
+}
+
 void rs_batch_flush(rstore_t *rs)
 {
     /* In the order the batches were opened; on a cluster they go to
@@ -202,6 +214,16 @@ void rs_batch_flush(rstore_t *rs)
             rs->slot_batch[b->slot] = 0;
     }
     rs->n_open = 0;
+    /* A fan-out over many slots opened many batches: keep a few for the
+     * next iterations, not all of them. */
+    if (rs->n_batches > BATCH_KEEP) {
+        for (size_t i = BATCH_KEEP; i < rs->n_batches; i++)
+            batch_free(&rs->batches[i]);
+        batch_t *nb = realloc(rs->batches, BATCH_KEEP * sizeof(*nb));
+        if (nb)
+            rs->batches = nb;
+        rs->n_batches = BATCH_KEEP;
+    }
 }
 
 static void on_batch(evutil_socket_t fd, short what, void *arg)
@@ -226,15 +248,8 @@ void rs_batch_fini(rstore_t *rs)
 {
     if (rs->batch_ev)
         event_free(rs->batch_ev);
-    for (size_t i = 0; i < rs->n_batches; i++) {
-        batch_t *b = &rs->batches[i];
-        for (size_t j = 0; j < b->n_ents; j++)
-            msg_unref(&b->ents[j].msg);
-        free(b->ops);
-        free(b->sess);
-        free(b->ents);
-        free(b->cids);
-    }
+    for (size_t i = 0; i < rs->n_batches; i++)
+        batch_free(&rs->batches[i]);
     free(rs->batches);
     free(rs->slot_batch);
 }
