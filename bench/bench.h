@@ -13,8 +13,8 @@
  *   RUN      publishers publish; connstorm opens and closes connections
  *   REJOIN   persist only: the persistent subscribers come back and drain
  *   STOP     every client sends DISCONNECT and closes
- *   CLEANUP  persist only: subscribers connect once with a clean session so
- *            the broker forgets them
+ *   CLEANUP  persist and ppairs: the persistent clients connect once with a
+ *            clean session so the broker forgets them
  *   EXIT     the workers leave their loops
  *
  * Payloads of at least BENCH_HDR_SIZE bytes start with the publisher number,
@@ -50,6 +50,7 @@ typedef enum {
     SC_IDLE,
     SC_PERSIST,
     SC_CROSSNODE,
+    SC_PPAIRS,
 } scenario_t;
 
 typedef enum {

@@ -23,10 +23,10 @@
 #                    and messages per publisher (5; QUICK: 2), 100 publishers
 #   SCENARIOS="..."  subset, from: pairs-q0 fanin-q0 fanout-q0 pairs-q1
 #                    pairs-q1-lat wildcard-q1 connstorm connstorm-tls idle
-#                    persist persist-redis crossnode crossnode-nobatch;
-#                    not in the default set: pairs-q1-ws, connstorm-ws (MQTT
-#                    over WebSocket; Mosquitto: a protocol websockets
-#                    listener)
+#                    persist persist-redis ppairs ppairs-redis crossnode
+#                    crossnode-nobatch; not in the default set: pairs-q1-ws,
+#                    connstorm-ws (MQTT over WebSocket; Mosquitto: a
+#                    protocol websockets listener)
 #   BENCH_THREADS=N  starling-bench threads (1 on a machine of 2 cores or
 #                    less, so the broker keeps a core of its own; else 2)
 #   TIME_BUDGET=S    scenarios not started after S seconds are skipped
@@ -49,7 +49,7 @@ else
     PERSIST_SUBS=${PERSIST_SUBS:-1000}; PERSIST_MSGS=${PERSIST_MSGS:-5}
     TIME_BUDGET=${TIME_BUDGET:-840}
 fi
-SCENARIOS=${SCENARIOS:-"pairs-q0 fanin-q0 fanout-q0 pairs-q1 pairs-q1-lat wildcard-q1 connstorm connstorm-tls idle persist persist-redis crossnode crossnode-nobatch"}
+SCENARIOS=${SCENARIOS:-"pairs-q0 fanin-q0 fanout-q0 pairs-q1 pairs-q1-lat wildcard-q1 connstorm connstorm-tls idle persist persist-redis ppairs ppairs-redis crossnode crossnode-nobatch"}
 if [ "$(nproc)" -le 2 ]; then BENCH_THREADS=${BENCH_THREADS:-1}; else BENCH_THREADS=${BENCH_THREADS:-2}; fi
 BUILD_DIR=${BUILD_DIR:-$ROOT/build-release}
 STARLING=${STARLING:-$BUILD_DIR/starling}
@@ -207,16 +207,19 @@ scenario_args() {
     connstorm-ws) echo "--scenario connstorm --clients $STORM_CONNS --concurrency 100 --ws" ;;
     idle) echo "--scenario idle --clients $IDLE_CONNS --duration 2" ;;
     persist | persist-redis) echo "--scenario persist --subs $PERSIST_SUBS --pubs 100 --msgs $PERSIST_MSGS --qos 1" ;;
+    ppairs | ppairs-redis) echo "--scenario ppairs --pairs 10 --qos 1 --inflight 32 --duration $d" ;;
     crossnode | crossnode-nobatch) echo "--scenario crossnode --pairs 10 --qos 0 --duration $d --settle 1" ;;
     *) return 1 ;;
     esac
 }
 
-# record BROKER ID ROUND COMMAND OUTPUT_FILE
+# record BROKER ID ROUND COMMAND OUTPUT_FILE [SCRIPT_CALLS REDIS_COMMANDS]
 record() {
     python3 - "$@" <<'EOF' >>"$RESULTS"
 import json, sys
 broker, sid, rnd, cmd, path = sys.argv[1:6]
+calls = int(sys.argv[6]) if len(sys.argv) > 7 and sys.argv[6] else None
+cmds = int(sys.argv[7]) if len(sys.argv) > 7 and sys.argv[7] else None
 line = ""
 try:
     lines = [l for l in open(path) if l.startswith("{")]
@@ -228,25 +231,52 @@ try:
 except ValueError:
     d = {"ok": False, "verdict": "no result", "error": "the bench printed no result"}
 d.update(broker=broker, id=sid, round=int(rnd), command=cmd)
+if calls is not None and d.get("received"):
+    d["store_calls"] = calls
+    d["store_cmds"] = cmds
+    d["store_calls_per_msg"] = calls / d["received"]
+    d["store_cmds_per_msg"] = cmds / d["received"]
 print(json.dumps(d))
 EOF
 }
 
+# redis_calls PORT: "scripts commands" run by the redis-server on PORT
+# (INFO commandstats): the script calls (EVALSHA, the store's requests for
+# every session operation), and every command executed, those the scripts
+# ran included (INFO itself left out)
+redis_calls() {
+    redis-cli -p "$1" info commandstats 2>/dev/null | tr -d '\r' |
+        awk -F'[:=,]' '/^cmdstat_evalsha:/ { s += $3 }
+            /^cmdstat_/ && $1 != "cmdstat_info" { n += $3 }
+            END { print s + 0, n + 0 }'
+}
+
 # bench_run BROKER ID ROUND PID ARGS... : run the bench, record the result.
+# With STORE_PORT set (the redis-server the broker uses), the store commands
+# the run cost are recorded too (store_calls, store_calls_per_msg).
 bench_run() {
     local broker=$1 sid=$2 rnd=$3 pid=$4; shift 4
     local out=$RESDIR/$sid-$broker-$rnd.out
-    local limit=$((DURATION + 90))
+    local limit=$((DURATION + 90)) s0=0 n0=0 s1 n1 calls="" cmds=""
+    [ -n "${STORE_PORT:-}" ] && read -r s0 n0 <<<"$(redis_calls "$STORE_PORT")"
     timeout $((limit + 30)) "$BENCH" "$@" --threads "$BENCH_THREADS" \
         --broker-pid "$pid" --timeout "$limit" --json >"$out" 2>&1
-    record "$broker" "$sid" "$rnd" "starling-bench $*" "$out"
+    if [ -n "${STORE_PORT:-}" ]; then
+        read -r s1 n1 <<<"$(redis_calls "$STORE_PORT")"
+        calls=$((s1 - s0)) cmds=$((n1 - n0))
+    fi
+    record "$broker" "$sid" "$rnd" "starling-bench $*" "$out" "$calls" "$cmds"
     tail -1 "$out" | python3 -c 'import json,sys
 try:
     d=json.loads(sys.stdin.read())
 except ValueError:
     print("  no result"); sys.exit()
 keys=["delivered_per_s","lat_p99_us","connects_per_s","rss_per_conn_bytes","persisted_per_s","lost","verdict"]
-print("  " + "  ".join(f"{k}={d[k]}" for k in keys if d.get(k) not in (None,0,0.0)))' >&2
+if len(sys.argv) > 2 and sys.argv[1] and d.get("received"):
+    d["store_calls_per_msg"] = round(int(sys.argv[1]) / d["received"], 3)
+    d["store_cmds_per_msg"] = round(int(sys.argv[2]) / d["received"], 2)
+    keys += ["store_calls_per_msg", "store_cmds_per_msg"]
+print("  " + "  ".join(f"{k}={d[k]}" for k in keys if d.get(k) not in (None,0,0.0)))' "$calls" "$cmds" >&2
 }
 
 # start_failed BROKER ID ROUND WHAT: record a run whose broker never listened,
@@ -272,7 +302,7 @@ redis_start() {
 }
 
 run_single() {
-    local broker=$1 sid=$2 rnd=$3 port pid args rport tport="" wport="" bport
+    local broker=$1 sid=$2 rnd=$3 port pid args rport="" tport="" wport="" bport
     args=$(scenario_args "$sid")
     port=$(free_port)
     bport=$port
@@ -288,7 +318,7 @@ run_single() {
     case $sid in
     *-ws) wport=$(free_port); bport=$wport ;;
     esac
-    if [ "$broker" = starling ] && [ "$sid" = persist-redis ]; then
+    if [ "$broker" = starling ] && [[ $sid == *-redis ]]; then
         redis_start >"$RESDIR/rport"
         rport=$(cat "$RESDIR/rport")
         pid=$(starling_start "$port" --store "redis://127.0.0.1:$rport")
@@ -308,7 +338,7 @@ run_single() {
         return
     fi
     # shellcheck disable=SC2086
-    bench_run "$broker" "$sid" "$rnd" "$pid" $args --host 127.0.0.1 --port "$bport"
+    STORE_PORT=$rport bench_run "$broker" "$sid" "$rnd" "$pid" $args --host 127.0.0.1 --port "$bport"
     stop_all
 }
 
@@ -477,6 +507,7 @@ NOTES+=("Compare broker CPU with run time: a broker that used much less CPU than
 NOTES+=("connstorm and idle spend most of their time in the kernel's TCP connection set-up and tear-down, which on loopback is charged to the bench as much as to the broker: with both on 2 cores the ratio understates the difference between brokers.")
 NOTES+=("connstorm-tls: both brokers listen for TLS with the same throwaway self-signed ECDSA P-256 certificate (openssl, made for the run; Mosquitto: listener + certfile/keyfile and its TLS defaults; Starling: tls_port and its defaults); the bench verifies the certificate and makes a full handshake per connection (no session resumption), so the figure is dominated by public-key work on both sides of the loopback, the bench's included.")
 NOTES+=("Mosquitto runs with persistence off; Starling with its memory store (single node), or a local redis-server started for the run (persist-redis, crossnode*). persist measures deliveries queued for offline persistent sessions per second of publishing (until every PUBACK arrived); the rate at which the reconnected sessions drain is the delivered msgs/s row. persist-redis is the same load with every queued delivery written to Redis before the publisher's PUBACK (Mosquitto keeps it in memory either way).")
+NOTES+=("ppairs is pairs of persistent sessions (clean session 0 on both sides, every subscriber online, QoS 1, publisher window 32): each delivery is queued in the subscriber's stored session before the publisher's PUBACK, its packet id is recorded before it is sent, and it is removed on the subscriber's PUBACK. ppairs runs Starling on its memory store (single node): that Starling figure is the reference for ppairs-redis, the same load with the store in a local redis-server. The Mosquitto column of both is Mosquitto with persistence off. store calls per delivered message: the script calls (EVALSHA, one per store request) the redis-server ran during the run, set-up and clean-up included; redis commands per delivered message: every command it executed, those inside the scripts included (INFO commandstats).")
 NOTES+=("Mosquitto crossnode is two Mosquitto brokers joined by a bridge (topic sb/# in 0), the nearest it has to a cluster. crossnode-nobatch is Starling's crossnode with cluster_batch off (one store PUBLISH per message instead of one per node and event-loop pass); its Mosquitto column is the same bridge.")
 NOTES+=("Raw results of this run: bench/$(basename "$RESDIR")/results.jsonl, one JSON line per run (kept on the machine that ran it, not committed).")
 

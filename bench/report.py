@@ -62,6 +62,13 @@ SCENARIOS = {
                       "persisted_per_s", "deliveries/s",
                       "Starling >= 100,000 persisted deliveries/s",
                       lambda s, m, a: s >= 100000),
+    "ppairs": ("persistent QoS 1 pairs, subscribers online, Starling's "
+               "memory store", "delivered_per_s", "msgs/s",
+               "(no target; the reference for ppairs-redis)", None),
+    "ppairs-redis": ("persistent QoS 1 pairs, subscribers online, through a "
+                     "local redis-server", "delivered_per_s", "msgs/s",
+                     "(no target; against Starling's memory store: ppairs)",
+                     None),
     "crossnode": ("cross-node pairs (Starling: 2 nodes + Redis; Mosquitto: "
                   "2 bridged brokers)", "delivered_per_s", "msgs/s",
                   "Starling cross-node >= 50% of Starling single-node QoS 0 "
@@ -82,6 +89,10 @@ SECONDARY = [
     ("broker_cpu_s", "broker CPU (s)", 2),
     ("bench_cpu_s", "bench CPU (s)", 2),
     ("elapsed_s", "run time (s)", 2),
+    ("store_calls_per_msg", "store calls (script calls) per delivered message",
+     3),
+    ("store_cmds_per_msg", "redis commands per delivered message (inside "
+     "scripts included)", 2),
 ]
 
 

@@ -17,6 +17,9 @@
  *              publisher, some a region, some all, one none)
  *   persist    persistent subscribers (clean session 0) on <prefix>/persist
  *              subscribe and leave; publishers send; subscribers come back
+ *   ppairs     pairs of persistent sessions (clean session 0 / clean start
+ *              0 with a session expiry), subscribers online throughout:
+ *              every delivery goes through the subscriber's store queue
  *   connstorm  connect, CONNACK, DISCONNECT, as fast as possible
  *   idle       connect and hold
  *
@@ -45,6 +48,7 @@ static const struct {
     {"fanout", SC_FANOUT},     {"wildcard", SC_WILDCARD},
     {"connstorm", SC_CONNSTORM}, {"idle", SC_IDLE},
     {"persist", SC_PERSIST},   {"crossnode", SC_CROSSNODE},
+    {"ppairs", SC_PPAIRS},
 };
 
 int scenario_parse(const char *name, scenario_t *out)
@@ -70,6 +74,7 @@ static int counts_defaults(bench_opts_t *o)
 {
     switch (o->scenario) {
     case SC_PAIRS:
+    case SC_PPAIRS:
     case SC_CROSSNODE: {
         int n = o->pubs >= 0 ? o->pubs : o->subs >= 0 ? o->subs : 10;
         if ((o->pubs >= 0 && o->pubs != n) || (o->subs >= 0 && o->subs != n)) {
@@ -123,17 +128,19 @@ int scenario_defaults(bench_opts_t *o)
 {
     if (counts_defaults(o) < 0)
         return SL_EINVAL;
+    if ((o->scenario == SC_PERSIST || o->scenario == SC_PPAIRS) &&
+        o->qos == 0) {
+        fprintf(stderr, "%s: needs --qos 1 or 2\n", o->scenario_name);
+        return SL_EINVAL;
+    }
     if (o->scenario == SC_PERSIST) {
-        if (o->qos == 0) {
-            fprintf(stderr, "persist: needs --qos 1 or 2\n");
-            return SL_EINVAL;
-        }
         if (o->duration >= 0 && o->msgs < 0) {
             fprintf(stderr, "persist: counts messages (--msgs), no --duration\n");
             return SL_EINVAL;
         }
     }
-    set_if_unset(&o->qos, o->scenario == SC_PERSIST ? 1 : 0);
+    set_if_unset(&o->qos, o->scenario == SC_PERSIST ||
+                                  o->scenario == SC_PPAIRS ? 1 : 0);
     if (o->scenario == SC_IDLE) {
         if (o->duration < 0)
             o->duration = 2;
@@ -451,8 +458,10 @@ bool scenario_in_step(const bench_t *b, const client_t *c, phase_t ph)
     case PH_SETUP:
         return b->o.scenario != SC_CONNSTORM;
     case PH_REJOIN:
-    case PH_CLEANUP:
         return b->o.scenario == SC_PERSIST && c->sub != NULL;
+    case PH_CLEANUP:
+        return (b->o.scenario == SC_PERSIST && c->sub != NULL) ||
+               b->o.scenario == SC_PPAIRS;
     case PH_RUN:
         return b->o.scenario == SC_CONNSTORM;
     default:
@@ -472,7 +481,8 @@ uint32_t scenario_step_count(const bench_t *b, phase_t ph)
 
 void scenario_prepare(const bench_t *b, client_t *c, phase_t ph)
 {
-    bool persistent = b->o.scenario == SC_PERSIST && c->sub != NULL;
+    bool persistent = (b->o.scenario == SC_PERSIST && c->sub != NULL) ||
+                      b->o.scenario == SC_PPAIRS;
 
     c->to_sub_addr = b->o.scenario == SC_CROSSNODE && c->sub != NULL;
     c->need_session = false;
@@ -480,7 +490,7 @@ void scenario_prepare(const bench_t *b, client_t *c, phase_t ph)
     case PH_SETUP:
         c->clean = !persistent;
         c->subscribe = c->sub != NULL;
-        c->once = persistent;
+        c->once = persistent && b->o.scenario == SC_PERSIST;
         break;
     case PH_REJOIN:
         c->clean = false;
@@ -488,7 +498,7 @@ void scenario_prepare(const bench_t *b, client_t *c, phase_t ph)
         c->once = false;
         c->need_session = true;
         break;
-    default: /* connstorm RUN, persist CLEANUP */
+    default: /* connstorm RUN, persist and ppairs CLEANUP */
         c->clean = true;
         c->subscribe = false;
         c->once = true;

@@ -238,6 +238,8 @@ fi
 case_run "idle" 500 connects --scenario idle --clients 500 --duration 1
 case_run "persist qos1" 1000 expected --scenario persist --subs 50 --pubs 10 --msgs 2 --qos 1
 case_run "persist qos2 v5" 1000 expected --scenario persist --subs 50 --pubs 10 --msgs 2 --qos 2 --version 5
+case_run "ppairs qos1" 1000 expected --scenario ppairs --pairs 4 --msgs 250 --qos 1
+case_run "ppairs qos2 v5" 1000 expected --scenario ppairs --pairs 4 --msgs 250 --qos 2 --version 5
 case_run "crossnode qos1" 2500 expected --scenario crossnode --pairs 5 --msgs 500 --rate 2000 --qos 1 --sub-port "$SUB_PORT"
 
 echo "$PASS passed, $FAIL failed"

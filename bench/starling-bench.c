@@ -131,12 +131,12 @@ static void usage(FILE *out)
     fputs(
         "usage: starling-bench --scenario NAME [options]\n"
         "scenarios: pairs fanin fanout wildcard connstorm idle persist "
-        "crossnode\n"
+        "ppairs crossnode\n"
         "  --host H --port P          broker (127.0.0.1:1883)\n"
         "  --sub-host H --sub-port P  crossnode: broker of the subscribers\n"
         "  --version 4|5              MQTT 3.1.1 or 5.0 (4)\n"
-        "  --qos 0|1|2                (0; persist: 1)\n"
-        "  --pairs N                  pairs/crossnode: publisher+subscriber "
+        "  --qos 0|1|2                (0; persist, ppairs: 1)\n"
+        "  --pairs N                  pairs/ppairs/crossnode: publisher+subscriber "
         "pairs\n"
         "  --pubs N --subs N          publishers, subscribers\n"
         "  --clients N                connstorm: connections to make; idle: "
@@ -579,7 +579,7 @@ static void run(bench_t *b, result_t *r)
 stop:
     set_phase(b, PH_STOP);
     wait_closed(b, STOP_GRACE_S);
-    if (b->o.scenario == SC_PERSIST) {
+    if (b->o.scenario == SC_PERSIST || b->o.scenario == SC_PPAIRS) {
         /* Best effort: the broker forgets the persistent sessions. */
         result_t ignore;
         memset(&ignore, 0, sizeof(ignore));

@@ -126,7 +126,7 @@ static int node_write(rnode_t *n, rreq_t *q)
 {
     if (q->asking && redisAsyncCommand(n->ac, NULL, NULL, "ASKING") != REDIS_OK)
         return SL_EIO;
-    if (redisAsyncCommandArgv(n->ac, on_reply, q, q->argc, q->argv, q->lens) !=
+    if (redisAsyncFormattedCommand(n->ac, on_reply, q, q->cmd, q->cmdlen) !=
         REDIS_OK)
         return SL_EIO;
     q->asking = false;

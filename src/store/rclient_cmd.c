@@ -1,14 +1,14 @@
 /*
  * rclient_cmd.c - commands of the Redis client (rclient.h): the arguments
- * recorded while a command is built, then written out once into the
- * request that rclient_send() queues, keys with their prefix and EVALSHA
- * with the script's SHA1.
+ * recorded while a command is built, then written out once, in the
+ * protocol (RESP), into the request that rclient_send() queues: keys with
+ * their prefix, EVALSHA with the script's SHA1. Sending it is then one
+ * copy into the connection's output buffer, however often it is sent.
  */
 #include "rclient_int.h"
 
 #include "blob.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,9 +73,18 @@ void rcmd_str(rcmd_t *c, const char *s)
 void rcmd_u64(rcmd_t *c, uint64_t v)
 {
     rarg_t *a = arg_add(c, A_NUM);
-    if (a)
-        a->len = (size_t)snprintf(a->num, sizeof(a->num), "%llu",
-                                  (unsigned long long)v);
+    if (!a)
+        return;
+    /* Digits from the end, then moved to the front: several per queue
+     * operation, so not snprintf. */
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[sizeof(tmp) - ++n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    memcpy(a->num, tmp + sizeof(tmp) - n, n);
+    a->len = n;
 }
 
 void rcmd_key(rcmd_t *c, const char *name)
@@ -173,38 +182,66 @@ static char *arg_write(const rclient_t *cl, const rcmd_t *c, const rarg_t *a,
     return p + a->len;
 }
 
-/* One allocation: the request, argv, lengths, ctx copy, argument bytes. */
+/* Decimal digits of v. */
+static size_t ndigits(size_t v)
+{
+    size_t n = 1;
+    while (v >= 10) {
+        v /= 10;
+        n++;
+    }
+    return n;
+}
+
+/* "<lead><v>\r\n" at p; returns the end. */
+static char *resp_head(char *p, char lead, size_t v)
+{
+    size_t n = ndigits(v);
+    *p++ = lead;
+    for (size_t i = n; i > 0; i--, v /= 10)
+        p[i - 1] = (char)('0' + v % 10);
+    p += n;
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+/* One allocation: the request, the ctx copy, the command written out in
+ * the protocol ("*argc", then "$len" and the bytes of each argument), so
+ * sending it (and again after a redirection or a lost connection) is one
+ * copy into the connection's buffer. */
 rreq_t *rreq_new(rclient_t *cl, const rcmd_t *c, rclient_fn fn,
                  const void *ctx, size_t ctxlen, const void *tail,
                  size_t taillen)
 {
-    size_t head = sizeof(rreq_t) + (size_t)c->argc * sizeof(char *) +
-                  (size_t)c->argc * sizeof(size_t);
+    size_t head = (sizeof(rreq_t) + 15) & ~(size_t)15;
     size_t cpad = (ctxlen + taillen + 1 + 15) & ~(size_t)15;
-    size_t data = 0;
-    head = (head + 15) & ~(size_t)15;
+    size_t data = 3 + ndigits((size_t)c->argc);
     for (int i = 0; i < c->argc; i++)
-        data += c->args[i].len;
+        data += 5 + ndigits(c->args[i].len) + c->args[i].len;
     rreq_t *q = calloc(1, head + cpad + data + 1);
     if (!q)
         abort(); /* a lost completion would wedge its caller forever */
     q->cl = cl;
     q->fn = fn;
-    q->argc = c->argc;
-    q->argv = (const char **)(q + 1);
-    q->lens = (size_t *)(q->argv + c->argc);
     q->ctx = (char *)q + head;
     if (ctxlen)
         memcpy(q->ctx, ctx, ctxlen);
     if (taillen)
         memcpy((char *)q->ctx + ctxlen, tail, taillen);
-    char *p = (char *)q + head + cpad;
+    char *start = (char *)q + head + cpad;
+    char *p = resp_head(start, '*', (size_t)c->argc);
+    q->slot = -1;
     for (int i = 0; i < c->argc; i++) {
-        q->argv[i] = p;
-        q->lens[i] = c->args[i].len;
-        p = arg_write(cl, c, &c->args[i], p);
+        char *arg = resp_head(p, '$', c->args[i].len);
+        p = arg_write(cl, c, &c->args[i], arg);
+        if (i == c->key)
+            q->slot = slots_key(arg, c->args[i].len);
+        *p++ = '\r';
+        *p++ = '\n';
     }
+    q->cmd = start;
+    q->cmdlen = (size_t)(p - start);
     q->script = c->script;
-    q->slot = c->key >= 0 ? slots_key(q->argv[c->key], q->lens[c->key]) : -1;
     return q;
 }

@@ -43,9 +43,8 @@ struct rreq {
     unsigned flags;
     uint8_t tries;
     bool asking;
-    int argc;
-    const char **argv;
-    size_t *lens;
+    const char *cmd; /* the command in the protocol (RESP), as sent */
+    size_t cmdlen;
 };
 
 /* Our side of one connection; lives until rclient_free(). */

@@ -165,7 +165,7 @@ static void redis_free(store_t *st)
     rs->closing = true;
     rs_batch_flush(rs); /* failed with the rest by rclient_free() */
     rclient_free(rs->cl);
-    rs_batch_fini(&rs->batch);
+    rs_batch_fini(rs);
     map_free(rs->swept, free);
     redis_url_fini(&rs->url);
     free(rs);
@@ -223,7 +223,7 @@ fail:
     if (rc == SL_ENOMEM)
         snprintf(err, errlen, "store: out of memory");
     map_free(rs->swept, free);
-    rs_batch_fini(&rs->batch);
+    rs_batch_fini(rs);
     redis_url_fini(&rs->url);
     free(rs);
     return rc == SL_ENOMEM ? rc : SL_EINVAL;

@@ -2,10 +2,10 @@
  * redis_int.h - what the files of the Redis-protocol store backend share
  * (private to them):
  *   redis.c          the backend: vtable, open/free, shared helpers
- *   redis_session.c  claim, session record, global indexes, expiry sweep,
- *                    inbound QoS 2
+ *   redis_session.c  claim, session record, global indexes, expiry sweep
  *   redis_subs.c     subscriptions
- *   redis_queue.c    the queue: batched appends, mark, ack, since
+ *   redis_queue.c    the queue and inbound QoS 2 ids: appends, marks,
+ *                    acks, inbound put/del gathered in batches; since
  *   redis_retain.c   retained messages
  */
 #ifndef STARLING_STORE_REDIS_INT_H
@@ -24,30 +24,48 @@
 struct event;
 struct redisReply;
 
-/* One append waiting in the batch; its client id is in batch.cids. */
-typedef struct bitem {
-    size_t cid_off, clen;
-    uint32_t entry; /* index in batch.ents */
-    store_id_fn cb;
+/* The kinds of queue operations a batch carries (redis_queue.c). */
+enum { QOP_APPEND, QOP_MARK, QOP_ACK, QOP_IN_PUT, QOP_IN_DEL };
+
+/* One queue operation waiting in a batch. */
+typedef struct qop {
+    uint8_t kind;  /* QOP_* */
+    uint32_t sess; /* index in batch.sess */
+    uint32_t entry; /* QOP_APPEND: index in batch.ents */
+    uint64_t epoch; /* all but QOP_APPEND */
+    uint64_t id;    /* QOP_MARK, QOP_ACK: the entry; QOP_IN_*: packet id */
+    uint64_t val;   /* QOP_MARK: pid | state << 16, 0 = not sent */
+    void *cb; /* store_id_fn (QOP_APPEND) or store_done_fn */
     void *arg;
-} bitem_t;
+} qop_t;
+
+/* A session a batch touches; its client id is in batch.cids. */
+typedef struct bsess {
+    size_t cid_off, clen;
+} bsess_t;
 
 typedef struct bentry {
     msg_t *msg; /* a reference */
     uint8_t qos;
 } bentry_t;
 
-/* The appends of this loop iteration, not sent yet (see redis_queue.c). */
+/* The queue operations of this loop iteration on the keys of one slot (all
+ * of them on a standalone server), not sent yet (see redis_queue.c). */
 typedef struct batch {
-    bitem_t *items;
+    qop_t *ops;
     size_t n, cap;
+    bsess_t *sess;
+    size_t n_sess, cap_sess;
     bentry_t *ents;
     size_t n_ents, cap_ents;
     char *cids;
     size_t cids_len, cids_cap;
     size_t bytes;
-    store_limits_t lim;
-    struct event *ev; /* sends the batch at the end of the iteration */
+    bool appends;       /* holds an append: lim is set */
+    bool replay;        /* every operation may run twice (no append and
+                           no ack) */
+    store_limits_t lim; /* of its appends */
+    int slot;           /* cluster: the slot of every key; -1 standalone */
 } batch_t;
 
 typedef struct rstore {
@@ -57,7 +75,11 @@ typedef struct rstore {
     bool cluster;
     bool closing; /* store_free() runs: quiet failures */
     map_t *swept; /* cid -> epoch (uint64_t *) of the last sweep */
-    batch_t batch;
+    batch_t *batches;      /* [0, n_open) hold operations not sent yet */
+    size_t n_open, n_batches;
+    uint16_t *slot_batch;  /* cluster: slot -> index in batches + 1, 0 none */
+    struct event *batch_ev; /* sends the batches at the end of the
+                               iteration */
 } rstore_t;
 
 /* Context of a one-reply operation; the client id follows in cid[]. */
@@ -81,8 +103,8 @@ void rs_cmd_script(rstore_t *rs, rcmd_t *c, int script, const char *cid,
  * argument); the other arguments follow. */
 void rs_cmd_fenced(rstore_t *rs, rcmd_t *c, int script, const char *cid,
                    size_t clen, const char *const *sfx, uint64_t epoch);
-/* Every command but the batch goes out here, after the appends gathered
- * before it (rclient_send() otherwise). */
+/* Every command but the queue batches goes out here, after the queue
+ * operations gathered before it (rclient_send() otherwise). */
 void rs_send(rstore_t *rs, const rcmd_t *c, unsigned flags, rclient_fn fn,
              const void *ctx, size_t ctxlen, const void *tail,
              size_t taillen);
@@ -129,12 +151,6 @@ void redis_session_del(store_t *st, const char *cid, size_t clen,
                        uint64_t epoch, store_done_fn cb, void *arg);
 void redis_session_expired(store_t *st, uint64_t now_ms, store_cids_fn cb,
                            void *arg);
-void redis_inbound_put(store_t *st, const char *cid, size_t clen,
-                       uint64_t epoch, uint16_t pid, store_done_fn cb,
-                       void *arg);
-void redis_inbound_del(store_t *st, const char *cid, size_t clen,
-                       uint64_t epoch, uint16_t pid, store_done_fn cb,
-                       void *arg);
 
 /* ---- redis_subs.c ------------------------------------------------------ */
 
@@ -155,11 +171,12 @@ void redis_sub_load(store_t *st, store_psub_fn cb, void *arg);
  * reply {id, pid | state << 16, ...}. se->msg is a new reference. */
 int rs_parse_entry(const struct redisReply *e, const struct redisReply *out,
                    store_entry_t *se);
-/* The batch's event; SL_ENOMEM when it cannot be made. */
+/* The batches' event and slot index; SL_ENOMEM when they cannot be made. */
 int rs_batch_init(rstore_t *rs);
-/* Send the gathered appends as one request. Safe to call at any time. */
+/* Send the gathered queue operations, one request per batch. Safe to call
+ * at any time. */
 void rs_batch_flush(rstore_t *rs);
-void rs_batch_fini(batch_t *b);
+void rs_batch_fini(rstore_t *rs);
 
 void redis_queue_append(store_t *st, const char *cid, size_t clen, msg_t *m,
                         uint8_t qos, const store_limits_t *lim,
@@ -172,6 +189,13 @@ void redis_queue_ack(store_t *st, const char *cid, size_t clen,
                      void *arg);
 void redis_queue_since(store_t *st, const char *cid, size_t clen,
                        uint64_t after, uint32_t max, store_entries_fn cb,
+                       void *arg);
+/* Inbound QoS 2 ids go through the batches too (same session keys). */
+void redis_inbound_put(store_t *st, const char *cid, size_t clen,
+                       uint64_t epoch, uint16_t pid, store_done_fn cb,
+                       void *arg);
+void redis_inbound_del(store_t *st, const char *cid, size_t clen,
+                       uint64_t epoch, uint16_t pid, store_done_fn cb,
                        void *arg);
 
 /* ---- redis_retain.c ---------------------------------------------------- */

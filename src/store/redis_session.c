@@ -1,7 +1,7 @@
 /*
  * redis_session.c - sessions in the Redis-protocol store (redis.c): claim,
- * the session record, the global indexes, the expiry sweep and inbound
- * QoS 2 packet ids.
+ * the session record, the global indexes and the expiry sweep (inbound
+ * QoS 2 packet ids go with the queue's batches, redis_queue.c).
  *
  * The global indexes sl:psessions (every stored session) and sl:expiry
  * (offline sessions by expiry time) live in other slots than a session.
@@ -38,7 +38,6 @@
 #define SWEEP_MAX 512
 
 static const char *const K_S[] = {":s", NULL};
-static const char *const K_IN[] = {":s", ":in", NULL};
 static const char *const K_ALL[] = {":s", ":subs", ":q", ":out", ":in", NULL};
 
 static void rec_args(rcmd_t *c, const store_session_t *rec)
@@ -526,30 +525,3 @@ void redis_session_expired(store_t *st, uint64_t now_ms, store_cids_fn cb,
     rs_send_op(rs, &c, RCLIENT_REPLAY, on_sweep_range, (void *)cb, arg, now,
                (size_t)len);
 }
-
-/* ---- inbound QoS 2 ----------------------------------------------------- */
-
-static void inbound(store_t *st, int script, const char *cid, size_t clen,
-                    uint64_t epoch, uint16_t pid, store_done_fn cb, void *arg)
-{
-    rstore_t *rs = (rstore_t *)st;
-    rcmd_t c;
-    rs_cmd_fenced(rs, &c, script, cid, clen, K_IN, epoch);
-    rcmd_u64(&c, pid);
-    rs_send_done(rs, &c, RCLIENT_REPLAY, cb, arg);
-}
-
-void redis_inbound_put(store_t *st, const char *cid, size_t clen,
-                       uint64_t epoch, uint16_t pid, store_done_fn cb,
-                       void *arg)
-{
-    inbound(st, SCRIPT_INBOUND_PUT, cid, clen, epoch, pid, cb, arg);
-}
-
-void redis_inbound_del(store_t *st, const char *cid, size_t clen,
-                       uint64_t epoch, uint16_t pid, store_done_fn cb,
-                       void *arg)
-{
-    inbound(st, SCRIPT_INBOUND_DEL, cid, clen, epoch, pid, cb, arg);
-}
-

@@ -118,25 +118,49 @@ static const char sub_load_lua[] =
     "return redis.call('HGETALL', KEYS[2])\n";
 
 /*
- * KEYS s q out, once per append (any number of sessions; on a cluster the
- * caller sends one session per call).
- * ARGV max_queued drop_oldest n_entries entry... then per append the index
- * (1-based) of its entry, so a message going to many queues travels once.
- * Returns one result per append: the new id, -9 or -11.
+ * The queue operations of one batch (redis_queue.c), in issue order.
+ * KEYS s q out in, once per session the batch touches (any number of
+ * sessions on a standalone server; on a cluster all of them in one slot).
+ * ARGV max_queued drop_oldest n_entries entry..., then the operations, each
+ * a code (session index, 1-based, * 8 + kind) and its arguments:
+ *   0 append  entry index (1-based), so a message going to many queues
+ *             travels once                      -> the new id, -9 or -11
+ *   1 mark    epoch id state ("0" = not sent)   -> 0, -9 or -14
+ *   2 ack     epoch id                          -> 0, -9 or -14
+ *   3 in_put  epoch pid  (inbound QoS 2 id)     -> 0, -9 or -14
+ *   4 in_del  epoch pid                         -> 0, -9 or -14
+ * Returns one result per operation.
  *
- * max_queued counts the entries not sent yet (those not in out): a queue
- * holding that many refuses the new one (-11) or drops its oldest entry
- * never sent; entries in flight are never dropped. The common case costs
- * three calls: XLEN (HLEN only when the queue could be full), HINCRBY and
- * XADD. The session's existence is seen from HINCRBY: a first id of 1
+ * Append: max_queued counts the entries not sent yet (those not in out): a
+ * queue holding that many refuses the new one (-11) or drops its oldest
+ * entry never sent; entries in flight are never dropped. The common case
+ * costs three calls: XLEN (HLEN only when the queue could be full), HINCRBY
+ * and XADD. The session's existence is seen from HINCRBY: a first id of 1
  * means the field was absent, and then the record itself may be (it is
  * created by the HINCRBY, so it is deleted again). A session that does not
- * exist has no queue either (they are deleted together), so the limit check
- * before it never refuses or drops for a missing session.
+ * exist has no queue either (they are deleted together), so the limit
+ * check before it never refuses or drops for a missing session.
+ *
+ * All but append are fenced by the epoch (ARGV of each operation, "0" =
+ * any): the session's epoch is read once per script (nothing here changes
+ * it).
+ * Mark: the entry must exist; state "0" forgets its packet id. Ack: the
+ * entry and its delivery state go; -9 when it was not there.
  */
-static const char append_lua[] =
+static const char queue_lua[] =
     "local max = tonumber(ARGV[1])\n"
     "local ne = tonumber(ARGV[3])\n"
+    "local epochs = {}\n"
+    "local function fence(si, epoch)\n"
+    "  local e = epochs[si]\n"
+    "  if e == nil then\n"
+    "    e = redis.call('HGET', KEYS[4 * si - 3], 'epoch')\n"
+    "    epochs[si] = e\n"
+    "  end\n"
+    "  if not e then return -9 end\n"
+    "  if epoch ~= '0' and e ~= epoch then return -14 end\n"
+    "  return 0\n"
+    "end\n"
     "local function append(s, q, out, entry)\n"
     "  if max > 0 then\n"
     "    local n = redis.call('XLEN', q)\n"
@@ -153,7 +177,7 @@ static const char append_lua[] =
     "      end\n"
     "    end\n"
     "  end\n"
-    "  local id = redis.call('HINCRBY', s, 'seq', 1)\n"
+    "  local id = redis.call('HINCRBY', s, 'seq', '1')\n"
     "  if id == 1 and redis.call('HEXISTS', s, 'epoch') == 0 then\n"
     "    redis.call('DEL', s)\n"
     "    return -9\n"
@@ -162,35 +186,45 @@ static const char append_lua[] =
     "  return id\n"
     "end\n"
     "local res = {}\n"
-    "for i = 1, #KEYS / 3 do\n"
-    "  local e = ARGV[3 + tonumber(ARGV[3 + ne + i])]\n"
-    "  res[i] = append(KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], e)\n"
+    "local i = 4 + ne\n"
+    "while i <= #ARGV do\n"
+    "  local c = tonumber(ARGV[i])\n"
+    "  local k = c % 8\n"
+    "  local si = (c - k) / 8\n"
+    "  local q, out = KEYS[4 * si - 2], KEYS[4 * si - 1]\n"
+    "  local r\n"
+    "  if k == 0 then\n"
+    "    r = append(KEYS[4 * si - 3], q, out, ARGV[3 + tonumber(ARGV[i + 1])])\n"
+    "    i = i + 2\n"
+    "  elseif k == 1 then\n"
+    "    r = fence(si, ARGV[i + 1])\n"
+    "    local id = ARGV[i + 2]\n"
+    "    if r == 0 then\n"
+    "      local e = id .. '-0'\n"
+    "      if #redis.call('XRANGE', q, e, e) == 0 then r = -9\n"
+    "      elseif ARGV[i + 3] == '0' then redis.call('HDEL', out, id)\n"
+    "      else redis.call('HSET', out, id, ARGV[i + 3]) end\n"
+    "    end\n"
+    "    i = i + 4\n"
+    "  elseif k == 2 then\n"
+    "    r = fence(si, ARGV[i + 1])\n"
+    "    local id = ARGV[i + 2]\n"
+    "    if r == 0 then\n"
+    "      local n = redis.call('XDEL', q, id .. '-0')\n"
+    "      redis.call('HDEL', out, id)\n"
+    "      if n == 0 then r = -9 end\n"
+    "    end\n"
+    "    i = i + 3\n"
+    "  else\n"
+    "    r = fence(si, ARGV[i + 1])\n"
+    "    if r == 0 then\n"
+    "      redis.call(k == 3 and 'SADD' or 'SREM', KEYS[4 * si], ARGV[i + 2])\n"
+    "    end\n"
+    "    i = i + 3\n"
+    "  end\n"
+    "  res[#res + 1] = r\n"
     "end\n"
     "return res\n";
-
-/* KEYS s q out; ARGV epoch id state ("0" = not sent) */
-static const char mark_lua[] =
-    FENCE "local e = ARGV[2] .. '-0'\n"
-          "if #redis.call('XRANGE', KEYS[2], e, e) == 0 then return -9 end\n"
-          "if ARGV[3] == '0' then redis.call('HDEL', KEYS[3], ARGV[2])\n"
-          "else redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) end\n"
-          "return 0\n";
-
-/* KEYS s q out; ARGV epoch id */
-static const char ack_lua[] =
-    FENCE "local n = redis.call('XDEL', KEYS[2], ARGV[2] .. '-0')\n"
-          "redis.call('HDEL', KEYS[3], ARGV[2])\n"
-          "if n == 0 then return -9 end\n"
-          "return 0\n";
-
-/* KEYS s in; ARGV epoch pid */
-static const char inbound_put_lua[] =
-    FENCE "redis.call('SADD', KEYS[2], ARGV[2])\n"
-          "return 0\n";
-
-static const char inbound_del_lua[] =
-    FENCE "redis.call('SREM', KEYS[2], ARGV[2])\n"
-          "return 0\n";
 
 const char *const store_script_body[SCRIPT_N] = {
     [SCRIPT_CLAIM] = claim_lua,
@@ -200,9 +234,5 @@ const char *const store_script_body[SCRIPT_N] = {
     [SCRIPT_SUB_PUT] = sub_put_lua,
     [SCRIPT_SUB_DEL] = sub_del_lua,
     [SCRIPT_SUB_LOAD] = sub_load_lua,
-    [SCRIPT_APPEND] = append_lua,
-    [SCRIPT_MARK] = mark_lua,
-    [SCRIPT_ACK] = ack_lua,
-    [SCRIPT_INBOUND_PUT] = inbound_put_lua,
-    [SCRIPT_INBOUND_DEL] = inbound_del_lua,
+    [SCRIPT_QUEUE] = queue_lua,
 };

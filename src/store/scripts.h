@@ -4,8 +4,8 @@
  *
  * Every script touches only the keys passed in KEYS, and the per-client
  * keys of one call share the hash tag {c:<cid>} (one cluster slot); the one
- * exception, the append script, takes several sessions' keys on a
- * standalone server only:
+ * exception, the queue script, takes several sessions' keys: any on a
+ * standalone server, those of one slot on a cluster:
  *   s     sl:{c:<cid>}:s     hash: epoch ver exp will wd on at seq
  *   subs  sl:{c:<cid>}:subs  hash: filter -> 5-byte options (blob.h)
  *   q     sl:{c:<cid>}:q     stream: entry "<id>-0", field m = qos + message
@@ -32,11 +32,7 @@ enum {
     SCRIPT_SUB_PUT,
     SCRIPT_SUB_DEL,
     SCRIPT_SUB_LOAD,
-    SCRIPT_APPEND,
-    SCRIPT_MARK,
-    SCRIPT_ACK,
-    SCRIPT_INBOUND_PUT,
-    SCRIPT_INBOUND_DEL,
+    SCRIPT_QUEUE,
     SCRIPT_N
 };
 
