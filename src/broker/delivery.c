@@ -392,7 +392,7 @@ bool sess_qid_seen(const sess_t *s, uint64_t qid)
 
 bool sess_qid_new(sess_t *s, uint64_t qid)
 {
-    if (qid <= s->max_qid || qid_has(s, qid))
+    if (sess_qid_seen(s, qid))
         return false;
     if (qid == s->max_qid + 1) {
         s->max_qid = qid;
@@ -450,7 +450,7 @@ void delivery_swept(sess_t *s, const store_entry_t *e)
 {
     if (!e->msg)
         return;
-    if (e->id <= s->max_qid || sess_qid_seen(s, e->id)) {
+    if (sess_qid_seen(s, e->id)) {
         /* Delivered on this connection. Still in flight or waiting: its
          * removal comes with the client's ack. Neither: the client
          * acknowledged it and only the store's removal was lost. */
